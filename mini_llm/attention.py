@@ -1,0 +1,83 @@
+"""Self-attention, written out for teaching: every piece can hand back its attention weights.
+
+    scores  = q @ k^T / sqrt(head_size)     how much each position wants each other position
+    causal  = scores with the future masked  position t may only look at positions <= t
+    weights = softmax(scores, dim=-1)        each row sums to 1: a weighted average ...
+    out     = weights @ v                    ... of the values
+
+`MultiHeadAttention` is also the parameter layout of the model's attention (`model.py` adds
+the fast fused kernel and the KV cache on top), so a trained model's heads can be inspected
+with exactly this code.
+"""
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def causal_mask(T: int, device=None) -> torch.Tensor:
+    """(T, T) boolean lower triangle: True where query t may attend to key s (s <= t)."""
+    return torch.ones(T, T, dtype=torch.bool, device=device).tril()
+
+
+def attention(q, k, v, mask: torch.Tensor | None = None):
+    """Scaled dot-product attention with explicit matmuls.
+
+    q: (..., Tq, hs), k and v: (..., Tk, hs), mask: broadcastable to (..., Tq, Tk), True = keep.
+    Returns out (..., Tq, hs) and the weights (..., Tq, Tk).
+    """
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (..., Tq, Tk)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = F.softmax(scores, dim=-1)
+    return weights @ v, weights
+
+
+class SingleHeadAttention(nn.Module):
+    """One head: project x to queries, keys and values of size `head_size`, then attend."""
+
+    def __init__(self, n_embd: int, head_size: int, causal: bool = True, bias: bool = False):
+        super().__init__()
+        self.query = nn.Linear(n_embd, head_size, bias=bias)
+        self.key = nn.Linear(n_embd, head_size, bias=bias)
+        self.value = nn.Linear(n_embd, head_size, bias=bias)
+        self.causal = causal
+
+    def forward(self, x):  # x: (B, T, C)
+        q, k, v = self.query(x), self.key(x), self.value(x)  # each (B, T, hs)
+        mask = causal_mask(x.size(1), x.device) if self.causal else None
+        return attention(q, k, v, mask)  # (B, T, hs), (B, T, T)
+
+
+class MultiHeadAttention(nn.Module):
+    """n_head heads in parallel: one matmul makes q, k, v for all heads, the heads attend
+    independently on their slice of the channels, and `c_proj` mixes their outputs."""
+
+    def __init__(self, n_embd: int, n_head: int, causal: bool = True, bias: bool = True, dropout: float = 0.0):
+        super().__init__()
+        if n_embd % n_head:
+            raise ValueError(f"n_embd={n_embd} must be divisible by n_head={n_head}")
+        self.n_head, self.n_embd, self.causal = n_head, n_embd, causal
+        self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias)  # q, k, v for all heads at once
+        self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
+        self.dropout = dropout
+        self.resid_dropout = nn.Dropout(dropout)
+
+    def qkv(self, x):
+        """x (B, T, C) -> q, k, v, each (B, nh, T, hs)."""
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        return [t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v)]
+
+    def merge_heads(self, y):
+        """(B, nh, T, hs) -> (B, T, C), then the output projection."""
+        B, nh, T, hs = y.shape
+        return self.resid_dropout(self.c_proj(y.transpose(1, 2).contiguous().view(B, T, nh * hs)))
+
+    def forward(self, x):
+        q, k, v = self.qkv(x)
+        mask = causal_mask(x.size(1), x.device) if self.causal else None
+        y, weights = attention(q, k, v, mask)  # (B, nh, T, hs), (B, nh, T, T)
+        return self.merge_heads(y), weights

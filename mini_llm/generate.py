@@ -1,0 +1,282 @@
+"""Text generation: sampling rules and a streaming generator that uses the KV cache.
+
+Sampling (`sample_logits`): temperature 0 is argmax (no division by zero); temperature T
+divides the logits (T < 1 sharpens, T > 1 flattens); top-k keeps the k most likely tokens
+(clamped to the vocabulary); top-p keeps the smallest set of tokens whose probability adds up
+to p (always at least one). Sampling runs on the CPU with a seeded `torch.Generator`, so the
+same seed gives the same text on every device (and MPS's multinomial is avoided, trap 9).
+
+Long contexts (trap 7): positions are learned only up to block_size. `mode="cached"` prefills
+the prompt's last block_size tokens, then decodes one token per step from the KV cache; when
+the window is full it keeps the last half of the context and prefills again, so most steps stay
+cheap. `mode="exact"` recomputes the last block_size tokens every step (slow, for comparison).
+Both give the same tokens while everything fits in one window.
+"""
+
+import argparse
+import sys
+from dataclasses import dataclass
+
+import torch
+
+from mini_llm.errors import UserError
+from mini_llm.model import KVCache
+from mini_llm.tokenizer import EOT
+
+
+def check_sampling(temperature: float = 1.0, top_k: int | None = 10, top_p: float | None = None) -> None:
+    if temperature is None or temperature < 0:
+        raise UserError(f"temperature {temperature} must be >= 0 (0 = always the most likely token)")
+    if top_k is not None and top_k < 1:
+        raise UserError(f"top-k {top_k} must be >= 1 (1 = greedy), or left out")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise UserError(f"top-p {top_p} must be in (0, 1] (1 = no nucleus cut), or left out")
+
+
+def filter_logits(logits, temperature: float = 1.0, top_k: int | None = 10, top_p: float | None = None):
+    """Logits (..., V) after temperature, top-k and top-p: removed tokens get -inf. Temperature 0
+    is left to the caller (argmax)."""
+    logits = logits.float() / max(temperature, 1e-8)
+    if top_k is not None and top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]  # (..., 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        # drop a token when the tokens before it already reach p; the first one always stays
+        drop = (probs.cumsum(dim=-1) - probs) >= top_p
+        drop[..., 0] = False
+        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    return logits
+
+
+def sample_logits(logits, temperature: float = 1.0, top_k: int | None = 10, top_p: float | None = None,
+                  generator: torch.Generator | None = None):
+    """Sample token ids (...) from logits (..., V)."""
+    check_sampling(temperature, top_k, top_p)
+    logits = logits.detach().float().cpu()
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(filter_logits(logits, temperature, top_k, top_p), dim=-1)
+    flat = probs.reshape(-1, probs.size(-1))
+    return torch.multinomial(flat, 1, generator=generator).reshape(probs.shape[:-1])
+
+
+def next_token_distribution(logits, temperature=1.0, top_k=10, top_p=None):
+    """The probabilities sampling would draw from (argmax one-hot at temperature 0)."""
+    check_sampling(temperature, top_k, top_p)
+    logits = logits.detach().float().cpu()
+    if temperature == 0:
+        return torch.nn.functional.one_hot(logits.argmax(-1), logits.size(-1)).float()
+    return torch.softmax(filter_logits(logits, temperature, top_k, top_p), dim=-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Backends: what the generation loop needs from a model
+
+
+class TorchRunner:
+    """Next-token logits from a MiniGPT: `start` prefills the cache, `step` decodes one token,
+    `full` recomputes a window without a cache."""
+
+    def __init__(self, model, batch_size: int = 1):
+        self.model = model.eval()
+        self.block_size = model.config.block_size
+        self.vocab_size = model.config.vocab_size
+        self.device = next(model.parameters()).device
+        self.cache = KVCache(model.config, batch_size, self.device, next(model.parameters()).dtype)
+
+    @torch.inference_mode()
+    def start(self, ids: list[int]):
+        self.cache.reset()
+        return self._run(ids[-self.block_size :], self.cache)
+
+    @torch.inference_mode()
+    def step(self, token: int):
+        return self._run([token], self.cache)
+
+    @property
+    def room(self) -> int:
+        return self.block_size - self.cache.pos
+
+    @torch.inference_mode()
+    def full(self, ids: list[int]):
+        return self._run(ids[-self.block_size :], None)
+
+    def _run(self, ids, cache):
+        x = torch.tensor([ids], dtype=torch.long, device=self.device)
+        logits, _ = self.model(x, cache=cache, last_only=True)
+        return logits[0, -1]  # (V,)
+
+
+@dataclass
+class Sampling:
+    temperature: float = 1.0
+    top_k: int | None = 10
+    top_p: float | None = None
+    seed: int | None = None
+
+    def __post_init__(self):
+        check_sampling(self.temperature, self.top_k, self.top_p)
+
+    def generator(self) -> torch.Generator:
+        g = torch.Generator()
+        g.manual_seed(self.seed if self.seed is not None else torch.seed())
+        return g
+
+
+def generate_ids(runner, ids: list[int], max_new_tokens: int, sampling: Sampling, generator=None,
+                 mode: str = "cached", eot_id: int | None = None):
+    """Yield new token ids one at a time (stops after max_new_tokens or at eot_id)."""
+    if not ids:
+        raise UserError("empty prompt: give at least one token of text")
+    if mode not in ("cached", "exact"):
+        raise UserError(f"mode {mode!r}: use 'cached' or 'exact'")
+    generator = generator or sampling.generator()
+    context = list(ids)
+    logits = runner.start(context) if mode == "cached" else runner.full(context)
+    for _ in range(max_new_tokens):
+        token = int(sample_logits(logits, sampling.temperature, sampling.top_k, sampling.top_p, generator))
+        if token == eot_id:
+            return
+        yield token
+        context.append(token)
+        if mode == "exact":
+            logits = runner.full(context)
+        elif runner.room > 0:
+            logits = runner.step(token)
+        else:  # window full: keep the last half and prefill again (trap 7)
+            logits = runner.start(context[-(runner.block_size // 2) :])
+
+
+def _held_back(text: str, stops: list[str]) -> int:
+    """How many trailing characters might be the start of a stop string (not safe to print yet)."""
+    hold = 0
+    for s in stops:
+        for n in range(min(len(s) - 1, len(text)), 0, -1):
+            if text.endswith(s[:n]):
+                hold = max(hold, n)
+                break
+    return hold
+
+
+def stream(runner, tokenizer, prompt: str | list[int], max_new_tokens: int = 200, sampling: Sampling | None = None,
+           stop: list[str] | None = None, mode: str = "cached", generator=None):
+    """Yield the generated text in pieces as tokens arrive.
+
+    Decodes the whole reply so far and yields only the new, complete suffix: a multi-byte
+    character split across tokens is held back until it is whole (trap 2), and so is anything
+    that may be the beginning of a stop string. The stop string itself is never yielded.
+    """
+    sampling = sampling or Sampling()
+    stop = [s for s in (stop or []) if s]
+    ids = tokenizer.encode(prompt).ids if isinstance(prompt, str) else list(prompt)
+    new: list[int] = []
+    emitted = 0
+    eot = tokenizer.token_to_id(EOT)
+    for token in generate_ids(runner, ids, max_new_tokens, sampling, generator, mode, eot):
+        new.append(token)
+        text = tokenizer.decode(new, skip_special_tokens=False)
+        hits = [text.find(s, max(0, emitted - len(s))) for s in stop]
+        hits = [h for h in hits if h >= 0]
+        if hits:
+            end = min(hits)
+            if end > emitted:
+                yield text[emitted:end]
+            return
+        safe = len(text) - _held_back(text, stop)
+        while safe > emitted and text[safe - 1] == "\ufffd":
+            safe -= 1  # an unfinished multi-byte character
+        if safe > emitted:
+            yield text[emitted:safe]
+            emitted = safe
+    text = tokenizer.decode(new, skip_special_tokens=False)
+    if len(text) > emitted:
+        yield text[emitted:]
+
+
+def generate(model_or_runner, tokenizer, prompt, max_new_tokens: int = 200, temperature: float = 1.0,
+             top_k: int | None = 10, top_p: float | None = None, seed: int | None = None,
+             stop: list[str] | None = None, mode: str = "cached") -> str:
+    """The generated continuation of `prompt`, as one string."""
+    runner = model_or_runner if hasattr(model_or_runner, "start") else TorchRunner(model_or_runner)
+    return "".join(stream(runner, tokenizer, prompt, max_new_tokens, Sampling(temperature, top_k, top_p, seed), stop, mode))
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def add_sampling_arguments(p: argparse.ArgumentParser, max_new_tokens: int = 200) -> None:
+    g = p.add_argument_group("sampling")
+    g.add_argument("--max-new-tokens", type=int, default=max_new_tokens, help=f"default {max_new_tokens}")
+    g.add_argument("--temperature", type=float, default=0.8, help="0 = greedy; <1 sharper, >1 wilder (default 0.8)")
+    g.add_argument("--top-k", type=int, default=40, help="sample from the k most likely tokens (default 40)")
+    g.add_argument("--top-p", type=float, default=None, help="nucleus: smallest set of tokens with probability >= p")
+    g.add_argument("--seed", type=int, default=None, help="same seed, same text (default: random)")
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", nargs="?", help="checkpoint or run folder (torch) or export folder (onnx); same as --checkpoint")
+    p.add_argument("--checkpoint", help="checkpoint or run folder (default: the best checkpoint of the newest run in runs/)")
+    p.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="torch (default) or onnx (an exported folder)")
+    p.add_argument("--device", default="auto", help="torch backend: auto, cpu, cuda, mps")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_model_arguments(p)
+    p.add_argument("--prompt", default="\n", help="text to continue (default: a new line)")
+    p.add_argument("--num-samples", type=int, default=1)
+    p.add_argument("--mode", choices=["cached", "exact"], default="cached",
+                   help="cached: KV cache (fast); exact: recompute the window every step")
+    add_sampling_arguments(p)
+
+
+def load_runner(args):
+    """(runner, tokenizer, description) for --backend torch or onnx."""
+    from mini_llm.device import get_device
+    from mini_llm.paths import display
+
+    path = args.path or args.checkpoint
+    if args.backend == "onnx":
+        from mini_llm.export import OnnxRunner
+
+        if not path:
+            raise UserError("--backend onnx needs the export folder: mini-llm generate --backend onnx DIR")
+        runner = OnnxRunner(path)
+        return runner, runner.tokenizer, f"onnx export {display(path)}"
+    from mini_llm.checkpoint import load_checkpoint
+
+    model, tokenizer, meta = load_checkpoint(path, get_device(args.device))
+    step = meta.get("step", "?")
+    return TorchRunner(model), tokenizer, f"checkpoint {display(meta['folder'])} (step {step})"
+
+
+def check_prompt(prompt: str) -> str:
+    if prompt is None or prompt == "":
+        raise UserError("empty prompt: give some text with --prompt")
+    if any("\udc80" <= ch <= "\udcff" for ch in prompt):
+        raise UserError("the prompt is not valid UTF-8 text: re-type it or fix your terminal's encoding")
+    return prompt
+
+
+def run(args) -> int:
+    prompt = check_prompt(args.prompt)
+    if args.num_samples < 1 or args.max_new_tokens < 1:
+        raise UserError("--num-samples and --max-new-tokens must be at least 1")
+    sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed)
+    runner, tokenizer, what = load_runner(args)
+    print(f"[{what}]", file=sys.stderr)
+    ids = tokenizer.encode(prompt).ids
+    if len(ids) > runner.block_size:
+        print(f"note: the prompt has {len(ids)} tokens; only its last {runner.block_size} fit the context", file=sys.stderr)
+    generator = sampling.generator()
+    for i in range(args.num_samples):
+        if args.num_samples > 1:
+            print(f"--- sample {i + 1} ---")
+        sys.stdout.write(prompt)
+        for piece in stream(runner, tokenizer, ids, args.max_new_tokens, sampling, mode=args.mode, generator=generator):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        print()
+    return 0

@@ -1,0 +1,78 @@
+"""Pictures for notebooks and runs: loss curves, the LR schedule, attention maps, token stats."""
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+if matplotlib.get_backend().lower() not in ("module://matplotlib_inline.backend_inline", "nbagg", "widget", "ipympl"):
+    matplotlib.use("Agg")  # no screen needed outside notebooks
+import matplotlib.pyplot as plt
+
+
+def read_metrics(run_dir: Path) -> tuple[list[dict], list[dict]]:
+    """(training records, validation records) from a run's metrics.jsonl."""
+    train, val = [], []
+    path = Path(run_dir) / "metrics.jsonl"
+    for line in path.read_text().splitlines() if path.exists() else []:
+        record = json.loads(line)
+        (val if "val_loss" in record else train).append(record)
+    return train, val
+
+
+def plot_losses(run_dir: Path, ax=None, save: Path | None = None):
+    """Train loss (per logged step) and validation loss against steps; returns the Axes."""
+    train, val = read_metrics(run_dir)
+    own = ax is None
+    if own:
+        fig, ax = plt.subplots(figsize=(7, 4))
+    if train:
+        ax.plot([r["step"] for r in train], [r["loss"] for r in train], label="train", alpha=0.8)
+    if val:
+        ax.plot([r["step"] for r in val], [r["val_loss"] for r in val], "o-", label="val (fixed set)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats / token)")
+    ax.set_title(f"loss curves: {Path(run_dir).name}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    if save is not None:
+        ax.figure.tight_layout()
+        ax.figure.savefig(save, dpi=100)
+        if own:
+            plt.close(ax.figure)
+    return ax
+
+
+def plot_lr_schedule(cfg, total_steps: int, ax=None):
+    from mini_llm.train import lr_at
+
+    ax = ax or plt.subplots(figsize=(6, 3))[1]
+    steps = list(range(total_steps))
+    ax.plot(steps, [lr_at(s / total_steps, s, cfg) for s in steps])
+    ax.set_xlabel("step")
+    ax.set_ylabel("learning rate")
+    ax.set_title(f"warmup {cfg.warmup_steps} steps, then cosine")
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def plot_attention(weights, tokens: list[str], ax=None, title: str = ""):
+    """One head's (T, T) attention weights as a heatmap, queries down, keys across."""
+    ax = ax or plt.subplots(figsize=(5, 5))[1]
+    ax.imshow(weights, cmap="viridis", vmin=0)
+    ax.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=8)
+    ax.set_yticks(range(len(tokens)), tokens, fontsize=8)
+    ax.set_xlabel("key (attended to)")
+    ax.set_ylabel("query")
+    ax.set_title(title)
+    return ax
+
+
+def plot_distribution(probs, labels: list[str], ax=None, title: str = "next-token distribution"):
+    """A bar chart of the most likely next tokens."""
+    ax = ax or plt.subplots(figsize=(7, 3))[1]
+    ax.bar(range(len(probs)), probs)
+    ax.set_xticks(range(len(labels)), labels, rotation=60, fontsize=8)
+    ax.set_ylabel("probability")
+    ax.set_title(title)
+    return ax
