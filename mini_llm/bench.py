@@ -1,8 +1,365 @@
-"""bench (being written)."""
+"""`mini-llm bench WHAT`: measured tables, to run on your own machine (CPU, CUDA or MPS).
 
-def add_arguments(p):
-    pass
+    tokenizer   HF BPE training, encoding MB/s, characters/token; the from-scratch BPE
+    model       one forward + backward + AdamW step: tokens/s, FLOP/s and MFU vs measured matmul peak
+    train       the real training loop's throughput vs the model-only step, same run
+    quality     val nats/char after a fixed training-time budget on TinyShakespeare
+    generate    KV-cached vs exact-recompute generation: tokens/s and time to first token
+    onnx        onnxruntime vs PyTorch: forward latency and cached generation speed
+
+Timings are medians of repeated runs; ratios are measured in the same run, which matters on a
+shared, noisy machine. No test asserts a time: these tables are the record (BENCHMARKS.md).
+"""
+
+import argparse
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from mini_llm.errors import UserError
+from mini_llm.model import GPTConfig, KVCache, MiniGPT
+
+TINY = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "tinyshakespeare.txt"
+TINY_HELP = ("TinyShakespeare: give --data PATH, or `mini-llm prepare --source tinyshakespeare` downloads it "
+             "to data/tinyshakespeare.txt")
 
 
-def run(args):
-    raise NotImplementedError
+def table(rows: list[dict], title: str = "") -> str:
+    """A plain-text table (also valid Markdown) from a list of dicts."""
+    if title:
+        print(f"\n{title}")
+    cols = list(rows[0])
+    cells = [[_fmt(r.get(c, "")) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(cols, widths)) + " |",
+             "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    lines += ["| " + " | ".join(v.ljust(w) for v, w in zip(row, widths)) + " |" for row in cells]
+    text = "\n".join(lines)
+    print(text)
+    return text
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:,.3f}" if abs(v) < 10 else f"{v:,.1f}" if abs(v) < 1000 else f"{v:,.0f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def machine() -> str:
+    device = "cpu"
+    if torch.cuda.is_available():
+        device = torch.cuda.get_device_name()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (f"{platform.machine()} {platform.processor() or ''} | {os.cpu_count()} cores | torch {torch.__version__} | "
+            f"{torch.get_num_threads()} threads | {device} | load {load:.2f}")
+
+
+def median_time(fn, repeat: int = 7, warmup: int = 2, sync=lambda: None) -> float:
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def matmul_peak(device=None, sizes=(512, 1024, 2048), repeat: int = 11) -> float:
+    """Measured fp32 matmul FLOP/s on this device, the best of square sizes (the MFU
+    denominator: taking the best keeps the MFU honest)."""
+    device = device or torch.device("cpu")
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    best = 0.0
+    for n in sizes:
+        a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+        best = max(best, 2 * n**3 / median_time(lambda: a @ b, repeat, 3, sync))
+    return best
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def bench_tokenizer(args) -> None:
+    from mini_llm.bpe import BPE
+    from mini_llm.corpus import build_shakespeare
+    from mini_llm.paths import data_dir
+    from mini_llm.tokenizer import encode_fast, train_tokenizer_from_text
+
+    corpora = []
+    default = data_dir() / "shakespeare.txt"
+    if not default.exists():
+        build_shakespeare(default)
+    corpora.append(("shakespeare (default)", default))
+    tiny = Path(args.data) if args.data else TINY
+    if tiny.exists():
+        corpora.append(("tinyshakespeare", tiny))
+    else:
+        print(f"(skipping TinyShakespeare: {TINY_HELP})")
+    rows = []
+    for name, path in corpora:
+        text = path.read_text(encoding="utf-8")
+        mb = len(text.encode()) / 1e6
+        t0 = time.perf_counter()
+        tok = train_tokenizer_from_text(text, args.vocab_size)
+        t1 = time.perf_counter()
+        ids = encode_fast(tok, text)
+        t2 = time.perf_counter()
+        serial = min(len(text), 1_000_000)
+        t3 = time.perf_counter()
+        tok.encode(text[:serial])
+        t4 = time.perf_counter()
+        rows.append({"corpus": name, "MB": mb, "vocab": tok.get_vocab_size(), "train s": t1 - t0,
+                     "encode s": t2 - t1, "encode MB/s": mb / (t2 - t1),
+                     "one-call encode MB/s": serial / 1e6 / (t4 - t3), "train+encode s": t2 - t0,
+                     "chars/token": len(text) / len(ids)})
+    table(rows, f"HF byte-level BPE (vocab {args.vocab_size}) | {machine()}")
+    rows = []
+    for name, path in corpora[:1]:
+        text = path.read_text(encoding="utf-8")
+        for vocab in (1000, args.vocab_size):
+            t0 = time.perf_counter()
+            bpe = BPE()
+            bpe.train(text, vocab)
+            t1 = time.perf_counter()
+            ids = bpe.encode(text)
+            t2 = time.perf_counter()
+            hf = train_tokenizer_from_text(text, vocab)
+            rows.append({"corpus": name, "vocab": vocab, "train s": t1 - t0, "encode s": t2 - t1,
+                         "chars/token": len(text) / len(ids),
+                         "HF chars/token": len(text) / len(encode_fast(hf, text))})
+    table(rows, "from-scratch BPE (mini_llm.bpe)")
+
+
+def _step_fn(model, optimizer, x, y):
+    def step():
+        _, loss = model(x, y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return step
+
+
+def bench_model(args) -> None:
+    from mini_llm.train import TrainConfig, configure_optimizer
+
+    device = torch.device(args.device)
+    cfg = GPTConfig(vocab_size=args.vocab_size)
+    peak = matmul_peak(device)
+    rows = []
+    variants = [("fused AdamW", {"fused": True}), ("foreach AdamW", {"foreach": True}), ("for-loop AdamW", {"foreach": False})]
+    for batch in args.batch_sizes:
+        for name, opt_kw in variants:
+            torch.manual_seed(0)
+            model = MiniGPT(cfg).to(device)
+            if name == "fused AdamW":
+                optimizer = configure_optimizer(model, TrainConfig(), device)
+            else:
+                optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, **opt_kw)
+            x = torch.randint(0, cfg.vocab_size, (batch, cfg.block_size), device=device)
+            y = torch.randint(0, cfg.vocab_size, (batch, cfg.block_size), device=device)
+            sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+            dt = median_time(_step_fn(model, optimizer, x, y), args.repeat, 3, sync)
+            tok_s = batch * cfg.block_size / dt
+            flops = tok_s * cfg.flops_per_token()
+            rows.append({"batch": batch, "optimizer": name, "step ms": dt * 1e3, "tokens/s": tok_s,
+                         "GFLOP/s": flops / 1e9, "MFU": f"{flops / peak:.1%}"})
+    table(rows, f"forward + backward + AdamW, default config ({cfg.num_params() / 1e6:.2f}M params, "
+                f"{cfg.flops_per_token() / 1e6:.2f} MFLOP/token), T={cfg.block_size}, fp32 | "
+                f"matmul peak {peak / 1e9:.1f} GFLOP/s | {machine()}")
+
+
+def bench_train(args) -> None:
+    from mini_llm.data import Prepared
+    from mini_llm.tokenizer import train_tokenizer_from_text
+    from mini_llm.train import TrainConfig, configure_optimizer, train
+
+    device = torch.device(args.device)
+    peak = matmul_peak(device)
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    text = "".join(f"line {i} of some words\n" for i in range(2000))
+    tok = train_tokenizer_from_text(text, 300)
+    vocab = args.vocab_size
+    ids = rng.integers(0, vocab, 400_000).astype(np.uint16)
+    prepared = Prepared(Path("."), _FakeVocab(tok, vocab), ids, ids[:20_000], {"val_chars": 60_000, "val_tokens": 20_000})
+    rows = []
+    for batch in args.batch_sizes:
+        cfg = TrainConfig(vocab_size=vocab, batch_size=batch, max_steps=args.steps + 5, eval_interval=10**9,
+                          device=args.device, warmup_steps=5)
+        # model-only step, same process, same moment
+        torch.manual_seed(0)
+        model = MiniGPT(cfg.model_config(vocab)).to(device)
+        optimizer = configure_optimizer(model, cfg, device)
+        x = torch.randint(0, vocab, (batch, cfg.block_size), device=device)
+        dt_model = median_time(_step_fn(model, optimizer, x, x), args.repeat, 3)
+        times = []
+        last = [time.perf_counter()]
+
+        def on_step(step, loss):
+            now = time.perf_counter()
+            if step > 5:
+                times.append(now - last[0])
+            last[0] = now
+
+        with tempfile.TemporaryDirectory() as tmp:
+            train(cfg, prepared=prepared, out=Path(tmp) / "run", log=lambda *a: None, progress=False, on_step=on_step)
+        dt_loop = statistics.median(times)
+        tok_model, tok_loop = batch * cfg.block_size / dt_model, batch * cfg.block_size / dt_loop
+        rows.append({"batch": batch, "model-only tokens/s": tok_model, "train loop tokens/s": tok_loop,
+                     "loop / model": f"{tok_loop / tok_model:.1%}",
+                     "loop MFU": f"{tok_loop * cfg.model_config(vocab).flops_per_token() / peak:.1%}"})
+    table(rows, f"training loop (batches, forward, backward, clip, AdamW, logging) vs model-only step | "
+                f"peak {peak / 1e9:.1f} GFLOP/s | {machine()}")
+
+
+class _FakeVocab:
+    """A tokenizer stand-in with a given vocabulary size (throughput does not depend on text)."""
+
+    def __init__(self, tok, vocab):
+        self.tok, self.vocab = tok, vocab
+
+    def get_vocab_size(self):
+        return self.vocab
+
+    def __getattr__(self, name):
+        return getattr(self.tok, name)
+
+
+def bench_quality(args) -> None:
+    from mini_llm.data import prepare_dataset
+    from mini_llm.train import TrainConfig, train
+
+    path = Path(args.data) if args.data else TINY
+    if not path.exists():
+        raise UserError(f"{path} not found. {TINY_HELP}")
+    cfg = TrainConfig(vocab_size=args.vocab_size, n_embd=args.n_embd, n_layer=args.n_layer, n_head=args.n_head,
+                      block_size=args.block_size, batch_size=args.batch_size[0] if isinstance(args.batch_size, list) else args.batch_size,
+                      lr=args.lr, warmup_steps=args.warmup_steps, min_lr_ratio=args.min_lr_ratio,
+                      weight_decay=args.weight_decay, time_budget=args.budget, eval_interval=10**9, device=args.device,
+                      dropout=args.dropout, seed=args.seed)
+    prepared = prepare_dataset([path], cfg.vocab_size, val_fraction=0.1, log=lambda *a: None)
+    with tempfile.TemporaryDirectory() as tmp:
+        summary = train(cfg, prepared=prepared, out=Path(tmp) / "run", log=lambda *a: None, progress=not args.no_progress)
+    table([{"corpus": path.name, "vocab": prepared.vocab_size, "n_embd": cfg.n_embd, "n_layer": cfg.n_layer,
+            "block": cfg.block_size, "batch": cfg.batch_size, "lr": cfg.lr, "warmup": cfg.warmup_steps,
+            "budget s": args.budget, "steps": summary["steps"], "tokens/s": summary["tokens_per_s"],
+            "val loss": summary["val_loss"], "val nats/char": summary["val_nats_per_char"]}],
+          f"quality in a {args.budget:g} s training budget (val = held-out last 10%) | {machine()}")
+
+
+def bench_generate(args) -> None:
+    from mini_llm.generate import Sampling, TorchRunner, generate_ids
+
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    model = MiniGPT(GPTConfig(vocab_size=args.vocab_size)).to(device).eval()
+    prompt = torch.randint(0, args.vocab_size, (16,)).tolist()
+    rows = []
+    for mode in ("cached", "exact"):
+        runs = []
+        for _ in range(args.repeat_gen):
+            runner = TorchRunner(model)
+            t0 = time.perf_counter()
+            first = None
+            n = 0
+            for _token in generate_ids(runner, prompt, args.new_tokens, Sampling(1.0, 10, None, 0), mode=mode):
+                n += 1
+                if first is None:
+                    first = time.perf_counter() - t0
+            runs.append((n / (time.perf_counter() - t0), first))
+        tok_s = statistics.median(r[0] for r in runs)
+        ttft = statistics.median(r[1] for r in runs)
+        rows.append({"mode": mode, "new tokens": args.new_tokens, "tokens/s": tok_s, "time to first token ms": ttft * 1e3})
+    rows[0]["speed-up"] = f"{rows[0]['tokens/s'] / rows[1]['tokens/s']:.1f}x"
+    rows[1]["speed-up"] = "1.0x"
+    table(rows, f"generation, batch 1, 16-token prompt, default config (random weights), window crossed "
+                f"{'yes' if 16 + args.new_tokens > 128 else 'no'} | {machine()}")
+
+
+def bench_onnx(args) -> None:
+    import numpy as np
+
+    from mini_llm.checkpoint import save_checkpoint
+    from mini_llm.export import OnnxRunner, export_checkpoint
+    from mini_llm.generate import Sampling, TorchRunner, generate_ids
+    from mini_llm.tokenizer import train_tokenizer_from_text
+
+    torch.manual_seed(0)
+    text = "".join(f"{w} " for w in range(20000))
+    tok = train_tokenizer_from_text(text, args.vocab_size, min_frequency=1)
+    model = MiniGPT(GPTConfig(vocab_size=tok.get_vocab_size())).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = save_checkpoint(Path(tmp) / "ckpt", model, tok, {"step": 0})
+        out = export_checkpoint(ckpt, Path(tmp) / "onnx", verify=False, log=lambda *a: None)
+        runner = OnnxRunner(out)
+        idx = torch.randint(0, model.config.vocab_size, (1, 128))
+        with torch.inference_mode():
+            t_torch = median_time(lambda: model(idx), args.repeat)
+        t_ort = median_time(lambda: runner.logits(idx.numpy()), args.repeat)
+        rows = [{"what": "forward T=128, batch 1", "torch ms": t_torch * 1e3, "onnxruntime ms": t_ort * 1e3,
+                 "onnxruntime speed-up": f"{t_torch / t_ort:.2f}x"}]
+        prompt = torch.randint(0, model.config.vocab_size, (16,)).tolist()
+
+        def speed(r):
+            t0 = time.perf_counter()
+            n = sum(1 for _ in generate_ids(r, prompt, args.new_tokens, Sampling(0.0, None, None, 0)))
+            return n / (time.perf_counter() - t0)
+
+        tr = TorchRunner(model)
+        s_torch = statistics.median(speed(tr) for _ in range(args.repeat_gen))
+        s_ort = statistics.median(speed(runner) for _ in range(args.repeat_gen))
+        rows.append({"what": f"cached generation, {args.new_tokens} tokens (tokens/s)", "torch ms": 1e3 / s_torch,
+                     "onnxruntime ms": 1e3 / s_ort, "onnxruntime speed-up": f"{s_ort / s_torch:.2f}x"})
+        rows[-1]["what"] += f": torch {s_torch:,.0f}, onnxruntime {s_ort:,.0f}"
+        np.testing.assert_allclose(runner.logits(idx.numpy()), model(idx)[0].detach().numpy(), atol=1e-4)
+    table(rows, f"onnxruntime vs PyTorch eager, default config, fp32 (ms per call / per token) | {machine()}")
+
+
+BENCHES = {"tokenizer": bench_tokenizer, "model": bench_model, "train": bench_train, "quality": bench_quality,
+           "generate": bench_generate, "onnx": bench_onnx}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("what", choices=list(BENCHES) + ["all"], help="which benchmark")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or mps")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    p.add_argument("--vocab-size", type=int, default=8000)
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 32], help="model/train benches")
+    p.add_argument("--repeat", type=int, default=7, help="timed repetitions (median reported)")
+    p.add_argument("--steps", type=int, default=20, help="train bench: timed loop steps")
+    p.add_argument("--new-tokens", type=int, default=256)
+    p.add_argument("--repeat-gen", type=int, default=3)
+    p.add_argument("--data", help="quality/tokenizer: corpus file (default ../shared/data/tinyshakespeare.txt)")
+    q = p.add_argument_group("quality recipe")
+    q.add_argument("--budget", type=float, default=170.0, help="seconds of training (default 170)")
+    q.add_argument("--n-embd", type=int, default=256)
+    q.add_argument("--n-layer", type=int, default=4)
+    q.add_argument("--n-head", type=int, default=4)
+    q.add_argument("--block-size", type=int, default=128)
+    q.add_argument("--batch-size", type=int, default=32)
+    q.add_argument("--lr", type=float, default=1e-3)
+    q.add_argument("--warmup-steps", type=int, default=100)
+    q.add_argument("--min-lr-ratio", type=float, default=0.1)
+    q.add_argument("--weight-decay", type=float, default=0.1)
+    q.add_argument("--dropout", type=float, default=0.0)
+    q.add_argument("--seed", type=int, default=1337)
+    q.add_argument("--no-progress", action="store_true")
+
+
+def run(args) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    for name in (BENCHES if args.what == "all" else [args.what]):
+        BENCHES[name](args)
+    return 0

@@ -14,10 +14,12 @@ Both give the same tokens while everything fits in one window.
 """
 
 import argparse
+import copy
 import sys
 from dataclasses import dataclass
 
 import torch
+import torch.nn as nn
 
 from mini_llm.errors import UserError
 from mini_llm.model import KVCache
@@ -33,21 +35,26 @@ def check_sampling(temperature: float = 1.0, top_k: int | None = 10, top_p: floa
         raise UserError(f"top-p {top_p} must be in (0, 1] (1 = no nucleus cut), or left out")
 
 
-def filter_logits(logits, temperature: float = 1.0, top_k: int | None = 10, top_p: float | None = None):
-    """Logits (..., V) after temperature, top-k and top-p: removed tokens get -inf. Temperature 0
-    is left to the caller (argmax)."""
+def candidates(logits, temperature: float = 1.0, top_k: int | None = 10, top_p: float | None = None):
+    """The tokens sampling may pick, most likely first, and their probabilities.
+
+    logits (..., V) -> ids (..., n), probs (..., n) with n = top_k (or V). Working on the
+    sorted top-k only is what makes a decode step's sampling cheap: no softmax over all V.
+    """
     logits = logits.float() / max(temperature, 1e-8)
-    if top_k is not None and top_k < logits.size(-1):
-        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]  # (..., 1)
-        logits = logits.masked_fill(logits < kth, float("-inf"))
+    k = logits.size(-1) if top_k is None else min(top_k, logits.size(-1))  # clamp to the vocabulary
+    if k == logits.size(-1) and top_p is None:
+        ids = torch.arange(k).expand_as(logits)
+        return ids, torch.softmax(logits, dim=-1)  # plain sampling: no sort needed
+    values, ids = torch.topk(logits, k, dim=-1)  # sorted, largest first
+    probs = torch.softmax(values, dim=-1)
     if top_p is not None and top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        probs = torch.softmax(sorted_logits, dim=-1)
-        # drop a token when the tokens before it already reach p; the first one always stays
+        # drop a token when the ones before it already reach p; the first one always stays
         drop = (probs.cumsum(dim=-1) - probs) >= top_p
         drop[..., 0] = False
-        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
-    return logits
+        probs = probs.masked_fill(drop, 0.0)
+        probs = probs / probs.sum(dim=-1, keepdim=True)
+    return ids, probs
 
 
 def sample_logits(logits, temperature: float = 1.0, top_k: int | None = 10, top_p: float | None = None,
@@ -57,22 +64,52 @@ def sample_logits(logits, temperature: float = 1.0, top_k: int | None = 10, top_
     logits = logits.detach().float().cpu()
     if temperature == 0:
         return logits.argmax(dim=-1)
-    probs = torch.softmax(filter_logits(logits, temperature, top_k, top_p), dim=-1)
+    ids, probs = candidates(logits, temperature, top_k, top_p)
     flat = probs.reshape(-1, probs.size(-1))
-    return torch.multinomial(flat, 1, generator=generator).reshape(probs.shape[:-1])
+    pick = torch.multinomial(flat, 1, generator=generator).reshape(probs.shape[:-1] + (1,))
+    return ids.gather(-1, pick).squeeze(-1)
 
 
 def next_token_distribution(logits, temperature=1.0, top_k=10, top_p=None):
-    """The probabilities sampling would draw from (argmax one-hot at temperature 0)."""
+    """The full (..., V) distribution that sampling draws from (one-hot argmax at temperature 0)."""
     check_sampling(temperature, top_k, top_p)
     logits = logits.detach().float().cpu()
     if temperature == 0:
         return torch.nn.functional.one_hot(logits.argmax(-1), logits.size(-1)).float()
-    return torch.softmax(filter_logits(logits, temperature, top_k, top_p), dim=-1)
+    ids, probs = candidates(logits, temperature, top_k, top_p)
+    return torch.zeros_like(logits).scatter(-1, ids, probs)
 
 
 # ---------------------------------------------------------------------------------------------
 # Backends: what the generation loop needs from a model
+
+
+class _TransposedLinear(nn.Module):
+    """nn.Linear with its weight stored transposed, (in, out) and contiguous. A decode step
+    multiplies one row by every weight matrix, so it is bound by reading the weights; on CPU
+    this layout reads them about 20% faster than F.linear's (measured: `mini-llm bench generate`)."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.weight_t = linear.weight.detach().t().contiguous()  # (in, out)
+        self.bias = None if linear.bias is None else linear.bias.detach()
+
+    def forward(self, x):  # (..., in) -> (..., out)
+        flat = x.reshape(-1, x.size(-1))
+        y = flat @ self.weight_t if self.bias is None else torch.addmm(self.bias, flat, self.weight_t)
+        return y.view(*x.shape[:-1], -1)
+
+
+def inference_copy(model):
+    """A frozen copy of the model for generation: eval mode, and on CPU every Linear stored
+    transposed. It is a snapshot: make a new runner after more training."""
+    model = copy.deepcopy(model).eval().requires_grad_(False)
+    if next(model.parameters()).device.type == "cpu":
+        for module in list(model.modules()):
+            for name, child in list(module.named_children()):
+                if isinstance(child, nn.Linear):
+                    setattr(module, name, _TransposedLinear(child))
+    return model
 
 
 class TorchRunner:
@@ -80,7 +117,7 @@ class TorchRunner:
     `full` recomputes a window without a cache."""
 
     def __init__(self, model, batch_size: int = 1):
-        self.model = model.eval()
+        self.model = inference_copy(model)
         self.block_size = model.config.block_size
         self.vocab_size = model.config.vocab_size
         self.device = next(model.parameters()).device
