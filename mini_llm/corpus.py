@@ -72,7 +72,8 @@ def markdown_play_to_text(markdown: str, stage_directions: bool = False) -> str:
 
     for raw in markdown.splitlines():
         text = raw.strip()
-        if not in_direction and text[:1] in ("_", "*") and text[:2] not in ("__", "**"):
+        inline = text.lstrip("_*").startswith(("\\[", "["))  # `_\[Aside]_ text`: part of the speech
+        if not in_direction and not inline and text[:1] in ("_", "*") and text[:2] not in ("__", "**"):
             in_direction, mark = True, text[0]
         if in_direction:
             # A stage direction: `_Enter ROSS_` or `*Exeunt.*`, possibly over several lines.

@@ -1,0 +1,88 @@
+"""Shared fixtures: an isolated project home, a small corpus, and a tiny trained checkpoint."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+WORDS = ("the king and queen of a fair country spoke with gentle words to their loyal friends "
+         "while summer light fell on the old castle walls and every bird sang").split()
+
+
+def make_text(n_lines: int = 600, seed: int = 0) -> str:
+    """Deterministic play-like text: speakers and lines of common words."""
+    import random
+
+    rng = random.Random(seed)
+    out = []
+    for i in range(n_lines):
+        if i % 4 == 0:
+            out.append(f"\n{rng.choice(['KING', 'QUEEN', 'FOOL'])}:\n")
+        out.append(" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 10))).capitalize() + ".\n")
+    return "".join(out)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def home(tmp_path_factory):
+    """Every test runs against a throwaway project root (data/ and runs/ inside it)."""
+    root = tmp_path_factory.mktemp("home")
+    old = os.environ.get("MINI_LLM_HOME")
+    os.environ["MINI_LLM_HOME"] = str(root)
+    yield root
+    if old is None:
+        os.environ.pop("MINI_LLM_HOME", None)
+    else:
+        os.environ["MINI_LLM_HOME"] = old
+
+
+@pytest.fixture(scope="session")
+def corpus_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "play.txt"
+    path.write_text(make_text(), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def prepared(corpus_file):
+    from mini_llm.data import prepare_dataset
+
+    return prepare_dataset([corpus_file], vocab_size=300, log=lambda *a: None)
+
+
+def tiny_config(**overrides):
+    from mini_llm.train import TrainConfig
+
+    base = dict(vocab_size=300, block_size=32, n_embd=32, n_head=2, n_layer=2, batch_size=8, max_steps=30,
+                eval_interval=15, eval_windows=8, warmup_steps=5, lr=3e-3, log_interval=5, seed=0, device="cpu")
+    base.update(overrides)
+    return TrainConfig(**base)
+
+
+@pytest.fixture(scope="session")
+def trained_run(prepared, tmp_path_factory) -> Path:
+    """A tiny model trained for a few steps: a real run folder with best/ and last/."""
+    from mini_llm.train import train
+
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    train(tiny_config(), prepared=prepared, out=out, log=lambda *a: None, progress=False)
+    return out
+
+
+def run_cli(*args, stdin: bytes | None = None, timeout: int = 120, module: str = "mini_llm"):
+    """Run `python -m mini_llm ...` (or another module) as a user would; returns CompletedProcess."""
+    env = dict(os.environ, PYTHONIOENCODING="utf-8")
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], input=stdin, capture_output=True,
+                          timeout=timeout, env=env, cwd=REPO)
+
+
+def one_error_line(proc) -> str:
+    """Assert the process failed with exactly one `error: ...` line and no traceback; return it."""
+    err = proc.stderr.decode()
+    assert proc.returncode == 2, (proc.returncode, err)
+    assert "Traceback" not in err, err
+    lines = [l for l in err.splitlines() if l.startswith("error:")]
+    assert len(lines) == 1, err
+    return lines[0]
