@@ -48,7 +48,7 @@ class GPTConfig:
         V, T, C, L = self.vocab_size, self.block_size, self.n_embd, self.n_layer
         if self.bias:
             return V * C + T * C + L * (12 * C * C + 13 * C) + 2 * C
-        return V * C + T * C + L * (12 * C * C + 4 * C) + 2 * C  # LayerNorms keep their weights
+        return V * C + T * C + L * (12 * C * C + 2 * C) + C  # only the LayerNorm weights remain
 
     def flops_per_token(self, seq_len: int | None = None) -> float:
         """Training FLOPs per token (forward + backward), PaLM / nanoGPT style: 6N + 12*L*C*T,
