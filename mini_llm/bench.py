@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from mini_llm.errors import UserError
-from mini_llm.model import GPTConfig, KVCache, MiniGPT
+from mini_llm.model import GPTConfig, MiniGPT
 
 TINY = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "tinyshakespeare.txt"
 TINY_HELP = ("TinyShakespeare: give --data PATH, or `mini-llm prepare --source tinyshakespeare` downloads it "

@@ -62,7 +62,8 @@ class TrainConfig:
     time_budget: float | None = None  # seconds of training
     # evaluation and bookkeeping
     eval_interval: int = 250
-    eval_windows: int = 128  # periodic evals use this many fixed val windows; the final one uses all
+    eval_windows: int = 128  # periodic evals use this many fixed val windows ...
+    final_eval_windows: int | None = None  # ... and the final one this many (None: the whole val split)
     log_interval: int = 10
     seed: int = 1337
     device: str = "auto"
@@ -73,6 +74,8 @@ class TrainConfig:
 
     def validate(self) -> None:
         positive = ["batch_size", "grad_accum", "eval_interval", "eval_windows", "log_interval", "stride"]
+        if self.final_eval_windows is not None:
+            positive.append("final_eval_windows")
         for name in positive:
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
@@ -397,7 +400,7 @@ def _train(cfg, data, out, resume, prepared, log, progress, on_step, rank, world
         _check_ranks_in_sync(raw_model)
     final = {}
     if not interrupted:
-        final = _from_rank0(run_eval(None) if rank == 0 else None, world)
+        final = _from_rank0(run_eval(cfg.final_eval_windows) if rank == 0 else None, world)
         write_metrics({"step": step, **final, "subset": False})
         if final["val_loss"] < best_val:
             best_val = final["val_loss"]
@@ -507,6 +510,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("other")
     g.add_argument("--eval-interval", type=int, default=d.eval_interval)
     g.add_argument("--eval-windows", type=int, default=d.eval_windows, help="val windows per periodic eval (the final eval uses all)")
+    g.add_argument("--final-eval-windows", type=int, default=None, help="val windows for the final eval (default: all)")
     g.add_argument("--log-interval", type=int, default=d.log_interval)
     g.add_argument("--seed", type=int, default=d.seed)
     g.add_argument("--device", default=d.device, help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")

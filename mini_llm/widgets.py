@@ -8,13 +8,17 @@ be made with a static call too, and the logic is tested without a browser.
 import matplotlib.pyplot as plt
 import torch
 
-from mini_llm.generate import Sampling, TorchRunner, generate, next_token_distribution
+from mini_llm.generate import TorchRunner, generate, next_token_distribution
 from mini_llm.plots import plot_attention, plot_distribution
 
 
 def token_strings(tokenizer, ids) -> list[str]:
     """Readable token labels: byte-level tokens decoded one by one (spaces shown as '·')."""
-    return [tokenizer.decode([i], skip_special_tokens=False).replace(" ", "·").replace("\n", "\\n") for i in ids]
+    def show(text: str) -> str:
+        text = text.replace(" ", "·")
+        return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+    return [show(tokenizer.decode([i], skip_special_tokens=False)) for i in ids]
 
 
 @torch.no_grad()

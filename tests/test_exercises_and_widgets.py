@@ -1,0 +1,162 @@
+import math
+
+import matplotlib
+import nbformat
+import pytest
+import torch
+
+from mini_llm import exercises as ex
+from tests.conftest import REPO
+
+
+def stub(*args):
+    raise NotImplementedError()
+
+
+def _pairs(ids):
+    counts = {}
+    for p in zip(ids, ids[1:]):
+        counts[p] = counts.get(p, 0) + 1
+    return counts
+
+
+def _merge(ids, pair, new):
+    out, i = [], 0
+    while i < len(ids):
+        if i + 1 < len(ids) and (ids[i], ids[i + 1]) == pair:
+            out.append(new)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
+
+
+def _attention(q, k, v, mask=None):
+    s = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))
+    if mask is not None:
+        s = s.masked_fill(~mask, float("-inf"))
+    w = torch.softmax(s, -1)
+    return w @ v, w
+
+
+def _lr(step, total, max_lr, warmup, min_lr):
+    if step < warmup:
+        return max_lr * (step + 1) / warmup
+    return min_lr + (max_lr - min_lr) * 0.5 * (1 + math.cos(math.pi * step / total))
+
+
+def _top_k(logits, k):
+    kth = torch.topk(logits, min(k, logits.numel())).values[-1]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def _temperature(logits, t):
+    if t == 0:
+        return torch.nn.functional.one_hot(logits.argmax(), logits.numel()).float()
+    return torch.softmax(logits / t, -1)
+
+
+# check -> (solution, plausible wrong answer)
+CASES = {
+    ex.check_pair_counts: (_pairs, lambda ids: {p: 1 for p in zip(ids, ids[1:])}),
+    ex.check_merge: (_merge, lambda ids, pair, new: [new if t == pair[0] else t for t in ids]),
+    ex.check_windows: (lambda ids, T: [(ids[t:t + T], ids[t + 1:t + T + 1]) for t in range(len(ids) - T)],
+                       lambda ids, T: [(ids[t:t + T], ids[t:t + T]) for t in range(len(ids) - T)]),
+    ex.check_split: (lambda text, f: (text[:text.rfind("\n", 0, int(len(text) * (1 - f))) + 1],
+                                      text[text.rfind("\n", 0, int(len(text) * (1 - f))) + 1:]),
+                     lambda text, f: (text[:int(len(text) * (1 - f))], text[int(len(text) * (1 - f)):])),
+    ex.check_causal_mask: (lambda T: torch.ones(T, T, dtype=torch.bool).tril(),
+                           lambda T: torch.ones(T, T, dtype=torch.bool).triu()),
+    ex.check_attention: (_attention, lambda q, k, v, mask=None: _attention(q, k, v, None)),
+    ex.check_param_count: (lambda V, T, C, L: V * C + T * C + L * (12 * C * C + 13 * C) + 2 * C,
+                           lambda V, T, C, L: 2 * V * C + T * C + L * (12 * C * C + 13 * C) + 2 * C),
+    ex.check_initial_loss: (lambda V: math.log(V), lambda V: 1 / V),
+    ex.check_lr_schedule: (_lr, lambda step, total, max_lr, warmup, min_lr: max_lr),
+    ex.check_nats_per_char: (lambda loss, nt, nc: loss * nt / nc, lambda loss, nt, nc: loss * nc / nt),
+    ex.check_top_k: (_top_k, lambda logits, k: logits.masked_fill(logits <= torch.topk(logits, min(k, logits.numel())).values[-1], float("-inf"))),
+    ex.check_temperature: (_temperature, lambda logits, t: torch.softmax(logits * max(t, 1e-3), -1)),
+    ex.check_crop: (lambda ids, T: ids[-T:], lambda ids, T: ids[:T]),
+    ex.check_kv_cache_bytes: (lambda L, C, T, B, b: 2 * L * C * T * B * b, lambda L, C, T, B, b: L * C * T * B * b),
+}
+
+
+@pytest.mark.parametrize("check", list(CASES), ids=lambda c: c.__name__)
+def test_checks_pass_on_solution_and_fail_otherwise(check):
+    solution, wrong = CASES[check]
+    good = check(solution)
+    assert good and repr(good).startswith("✅"), repr(good)
+    missing = check(stub)
+    assert not missing and "not written yet" in missing.message
+    bad = check(wrong)
+    assert not bad and "expected" in bad.message and "Hint:" in bad.message, bad.message
+
+
+def test_every_check_is_used_in_a_notebook():
+    sources = "".join(p.read_text() for p in (REPO / "notebooks").glob("*.ipynb"))
+    for check in CASES:
+        assert check.__name__ in sources, check.__name__
+
+
+def test_strip_solutions():
+    src = "def f(x):\n    ### BEGIN SOLUTION\n    y = x + 1\n    return y\n    ### END SOLUTION\n\nprint(f(1))\n"
+    assert ex.strip_solutions(src) == "def f(x):\n    raise NotImplementedError()\n\nprint(f(1))\n"
+
+
+def test_student_copies(tmp_path):
+    written = ex.make_student_copies(REPO / "notebooks", tmp_path / "student")
+    assert len(written) >= 7
+    for path in written:
+        nb = nbformat.read(path, as_version=4)
+        nbformat.validate(nb)
+        text = "".join(c.source for c in nb.cells)
+        assert "BEGIN SOLUTION" not in text and "END SOLUTION" not in text
+        assert text.count("raise NotImplementedError()") >= 2, path.name
+        assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
+    with pytest.raises(Exception, match="overwrite the solutions"):
+        ex.make_student_copies(REPO / "notebooks", REPO / "notebooks")
+
+
+# --- widgets: the logic without a browser -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def loaded(trained_run):
+    from mini_llm.checkpoint import load_checkpoint
+
+    model, tok, _ = load_checkpoint(trained_run)
+    return model, tok
+
+
+def test_sampling_view(loaded):
+    from mini_llm.widgets import next_token_probs, sampling_view
+
+    model, tok = loaded
+    text, fig = sampling_view(model, tok, "KING:\n", temperature=0.8, top_k=5, seed=1, max_new_tokens=10)
+    assert isinstance(text, str) and isinstance(fig, matplotlib.figure.Figure)
+    labels, probs = next_token_probs(model, tok, "KING:\n", 1.0, 5, None, top_n=10)
+    assert len(labels) == 10 and abs(sum(probs) - 1.0) < 1e-5 and probs[5:] == [0.0] * 5
+    again, _ = sampling_view(model, tok, "KING:\n", temperature=0.8, top_k=5, seed=1, max_new_tokens=10)
+    assert again == text
+
+
+def test_attention_view(loaded):
+    from mini_llm.widgets import attention_view
+
+    model, tok = loaded
+    labels, weights, fig = attention_view(model, tok, "the king spoke to the queen", layer=1, head=1)
+    T = len(labels)
+    assert weights.shape == (T, T) and torch.allclose(weights.sum(-1), torch.ones(T))
+    assert weights.triu(1).abs().max() == 0
+    with pytest.raises(ValueError, match="layer must be in"):
+        attention_view(model, tok, "x", layer=5)
+
+
+def test_widgets_build_without_a_browser(loaded):
+    import ipywidgets
+
+    from mini_llm.widgets import attention_explorer, sampling_playground
+
+    model, tok = loaded
+    assert isinstance(sampling_playground(model, tok), ipywidgets.VBox)
+    assert isinstance(attention_explorer(model, tok), ipywidgets.VBox)
