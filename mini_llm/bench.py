@@ -244,7 +244,7 @@ def bench_quality(args) -> None:
     if not path.exists():
         raise UserError(f"{path} not found. {TINY_HELP}")
     cfg = TrainConfig(vocab_size=args.vocab_size, n_embd=args.n_embd, n_layer=args.n_layer, n_head=args.n_head,
-                      block_size=args.block_size, batch_size=args.batch_size[0] if isinstance(args.batch_size, list) else args.batch_size,
+                      block_size=args.block_size, batch_size=args.batch_size,
                       lr=args.lr, warmup_steps=args.warmup_steps, min_lr_ratio=args.min_lr_ratio,
                       weight_decay=args.weight_decay, time_budget=args.budget, eval_interval=10**9, device=args.device,
                       dropout=args.dropout, seed=args.seed)
@@ -347,9 +347,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     q.add_argument("--n-layer", type=int, default=4)
     q.add_argument("--n-head", type=int, default=4)
     q.add_argument("--block-size", type=int, default=128)
-    q.add_argument("--batch-size", type=int, default=32)
-    q.add_argument("--lr", type=float, default=1e-3)
-    q.add_argument("--warmup-steps", type=int, default=100)
+    q.add_argument("--batch-size", type=int, default=16)
+    q.add_argument("--lr", type=float, default=2e-3)
+    q.add_argument("--warmup-steps", type=int, default=50)
     q.add_argument("--min-lr-ratio", type=float, default=0.1)
     q.add_argument("--weight-decay", type=float, default=0.1)
     q.add_argument("--dropout", type=float, default=0.0)

@@ -69,7 +69,7 @@ class Chat:
         stops = ["\n\n", f"\n{self.user}:"]
         pieces = []
         for piece in stream(self.runner, self.tokenizer, ids, self.max_new_tokens, self.sampling, stops,
-                            generator=self.generator):
+                            generator=self.generator, lstrip=True):
             pieces.append(piece)
             yield piece
         self.turns += [(self.user, message), (self.bot, "".join(pieces).strip() or "...")]

@@ -11,10 +11,13 @@ graph has no Python checks left in it, so `OnnxRunner` crops to block_size itsel
 """
 
 import argparse
+import contextlib
 import json
+import logging
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +78,21 @@ class _Step(_Decoder):
         return self.run(token, past)
 
 
+@contextlib.contextmanager
+def _quiet_exporter():
+    """The dynamo exporter logs warnings about optional packages (torchvision) and deprecations
+    that say nothing about this model; keep them out of the user's terminal and notebooks."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            yield
+        finally:
+            logger.setLevel(level)
+
+
 def export_checkpoint(checkpoint=None, out: Path | str = "exports/model", verify: bool = True, log=print) -> Path:
     """Export a checkpoint (folder, run folder or None for the newest) to an ONNX folder."""
     _require_onnx()
@@ -93,7 +111,7 @@ def export_checkpoint(checkpoint=None, out: Path | str = "exports/model", verify
         torch.export.Dim("P", min=1, max=cfg.block_size - 1)
     hs = cfg.n_embd // cfg.n_head
     start = time.perf_counter()
-    with torch.no_grad():
+    with torch.no_grad(), _quiet_exporter():
         idx = torch.randint(0, cfg.vocab_size, (2, min(8, cfg.block_size)))
         torch.onnx.export(_Prefill(model).eval(), (idx,), str(tmp / "model.onnx"), input_names=["idx"],
                           output_names=["logits", "present"], dynamic_shapes={"idx": {0: B, 1: T}},

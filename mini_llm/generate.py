@@ -198,12 +198,14 @@ def _held_back(text: str, stops: list[str]) -> int:
 
 
 def stream(runner, tokenizer, prompt: str | list[int], max_new_tokens: int = 200, sampling: Sampling | None = None,
-           stop: list[str] | None = None, mode: str = "cached", generator=None):
+           stop: list[str] | None = None, mode: str = "cached", generator=None, lstrip: bool = False):
     """Yield the generated text in pieces as tokens arrive.
 
     Decodes the whole reply so far and yields only the new, complete suffix: a multi-byte
     character split across tokens is held back until it is whole (trap 2), and so is anything
     that may be the beginning of a stop string. The stop string itself is never yielded.
+    With `lstrip`, leading whitespace is dropped and stop strings count only after it (a chat
+    reply that opens with a blank line has not ended yet).
     """
     sampling = sampling or Sampling()
     stop = [s for s in (stop or []) if s]
@@ -214,6 +216,8 @@ def stream(runner, tokenizer, prompt: str | list[int], max_new_tokens: int = 200
     for token in generate_ids(runner, ids, max_new_tokens, sampling, generator, mode, eot):
         new.append(token)
         text = tokenizer.decode(new, skip_special_tokens=False)
+        if lstrip:
+            text = text.lstrip()
         hits = [text.find(s, max(0, emitted - len(s))) for s in stop]
         hits = [h for h in hits if h >= 0]
         if hits:
@@ -228,6 +232,7 @@ def stream(runner, tokenizer, prompt: str | list[int], max_new_tokens: int = 200
             yield text[emitted:safe]
             emitted = safe
     text = tokenizer.decode(new, skip_special_tokens=False)
+    text = text.lstrip() if lstrip else text
     if len(text) > emitted:
         yield text[emitted:]
 
