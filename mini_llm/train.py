@@ -33,14 +33,14 @@ from mini_llm.paths import display, runs_dir
 
 @dataclass
 class TrainConfig:
-    # model (the seed's defaults)
-    vocab_size: int = 8000
-    block_size: int = 128
-    n_embd: int = 256
-    n_head: int = 4
-    n_layer: int = 4
-    dropout: float = 0.0
-    bias: bool = True
+    # model: flat here so every field is a CLI flag; defaults are GPTConfig's (the seed's)
+    vocab_size: int = GPTConfig.vocab_size
+    block_size: int = GPTConfig.block_size
+    n_embd: int = GPTConfig.n_embd
+    n_head: int = GPTConfig.n_head
+    n_layer: int = GPTConfig.n_layer
+    dropout: float = GPTConfig.dropout
+    bias: bool = GPTConfig.bias
     # data
     min_frequency: int = 2
     val_fraction: float = 0.1
