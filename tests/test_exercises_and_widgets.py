@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from mini_llm import exercises as ex
+from mini_llm.bpe import merge
 from tests.conftest import REPO
 
 
@@ -18,18 +19,6 @@ def _pairs(ids):
     for p in zip(ids, ids[1:]):
         counts[p] = counts.get(p, 0) + 1
     return counts
-
-
-def _merge(ids, pair, new):
-    out, i = [], 0
-    while i < len(ids):
-        if i + 1 < len(ids) and (ids[i], ids[i + 1]) == pair:
-            out.append(new)
-            i += 2
-        else:
-            out.append(ids[i])
-            i += 1
-    return out
 
 
 def _attention(q, k, v, mask=None):
@@ -60,7 +49,7 @@ def _temperature(logits, t):
 # check -> (solution, plausible wrong answer)
 CASES = {
     ex.check_pair_counts: (_pairs, lambda ids: {p: 1 for p in zip(ids, ids[1:])}),
-    ex.check_merge: (_merge, lambda ids, pair, new: [new if t == pair[0] else t for t in ids]),
+    ex.check_merge: (merge, lambda ids, pair, new: [new if t == pair[0] else t for t in ids]),
     ex.check_windows: (lambda ids, T: [(ids[t:t + T], ids[t + 1:t + T + 1]) for t in range(len(ids) - T)],
                        lambda ids, T: [(ids[t:t + T], ids[t:t + T]) for t in range(len(ids) - T)]),
     ex.check_split: (lambda text, f: (text[:text.rfind("\n", 0, int(len(text) * (1 - f))) + 1],
