@@ -11,6 +11,7 @@ averaged, rank 0 alone logs, evaluates and writes.
 """
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -180,8 +181,6 @@ def _autocast(device: torch.device):
     # precision attention has leaked future tokens (trap 9), so both stay fp32.
     if device.type == "cuda":
         return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
-    import contextlib
-
     return contextlib.nullcontext
 
 
@@ -223,36 +222,13 @@ def _train(cfg, data, out, resume, prepared, log, progress, on_step, rank, world
     out = Path(out) if out else runs_dir() / time.strftime("%Y%m%d-%H%M%S")
     resume_from = None
     if resume:
-        resume_from = find_checkpoint(out, which="last")
-        meta = read_meta(resume_from)
-        saved = {f.name: meta["train_config"][f.name] for f in fields(TrainConfig) if f.name in meta["train_config"]}
-        for name in ("epochs", "max_steps", "time_budget", "device", "eval_interval", "log_interval"):
-            saved[name] = getattr(cfg, name)  # how long to go on is the user's new choice
-        cfg = TrainConfig(**saved)
-        data = data or meta.get("data")
+        cfg, resume_from, data = _resumed_config(cfg, out, data)
     elif (out / "last").exists() and (out / "last" / "meta.json").exists():
         raise UserError(f"{display(out)} already holds a run: use --resume to continue it, or another --out")
-
-    device = get_device(cfg.device)
-    if world > 1 and device.type == "cuda":
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    device = _training_device(cfg, world, local_rank)
     seed_everything(cfg.seed + rank)
-
-    # Data (rank 0 prepares and caches first; the others then read the cache).
     if prepared is None:
-        if data is None:
-            files, note = default_sources()
-            log(note)
-            data = [str(f) for f in files]
-        if world > 1 and rank != 0:
-            dist.barrier()
-        prepared = prepare_dataset(data, cfg.vocab_size, cfg.min_frequency, cfg.val_fraction, log=log)
-        if world > 1 and rank == 0:
-            dist.barrier()
+        data, prepared = _prepare_data(cfg, data, log, rank, world)
     prepared.check_block_size(cfg.block_size)
     vocab = prepared.vocab_size  # the real size, which can be smaller than asked (trap 4)
     chars_per_token = prepared.meta.get("val_chars", 1) / max(1, prepared.meta.get("val_tokens", 1))
@@ -282,14 +258,7 @@ def _train(cfg, data, out, resume, prepared, log, progress, on_step, rank, world
 
     tokens_per_step = cfg.batch_size * cfg.block_size * cfg.grad_accum * world
     steps_per_epoch = batches.steps_per_epoch
-    limits = []
-    if cfg.max_steps:
-        limits.append(cfg.max_steps)
-    if cfg.epochs:
-        limits.append(math.ceil(cfg.epochs * steps_per_epoch))
-    if not limits and not cfg.time_budget:
-        limits.append(steps_per_epoch)  # nothing said: one epoch
-    total_steps = min(limits) if limits else None
+    total_steps = _total_steps(cfg, steps_per_epoch)
 
     out.mkdir(parents=True, exist_ok=True)
     metrics_path = out / "metrics.jsonl"
@@ -343,20 +312,7 @@ def _train(cfg, data, out, resume, prepared, log, progress, on_step, rank, world
             lr = lr_at(progress_frac, step, cfg)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            loss_sum = 0.0
-            for micro in range(cfg.grad_accum):
-                x, y = batches.next()
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                sync = world == 1 or micro == cfg.grad_accum - 1
-                ctx = model.no_sync() if not sync else _null()
-                with ctx, autocast():
-                    _, loss = model(x, y)
-                (loss / cfg.grad_accum).backward()
-                loss_sum += loss.detach()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            loss_sum = _optimizer_step(model, optimizer, batches, cfg, device, autocast, world)
             step += 1
             tokens_seen += tokens_per_step
             window_tokens += tokens_per_step
@@ -416,17 +372,75 @@ def _train(cfg, data, out, resume, prepared, log, progress, on_step, rank, world
         log(f"done: {step:,} steps in {seconds:.0f} s | val loss {final['val_loss']:.3f} | "
             f"perplexity {final['val_ppl']:.1f} | {final['val_nats_per_char']:.3f} nats/char")
     log(f"checkpoints: {display(out / 'best')} (best val), {display(out / 'last')} (for --resume)")
-    log(f"continue training: mini-llm train --out {display(out)} --resume --time-budget 600")
+    done = elapsed_before + seconds
+    log(f"continue training: mini-llm train --out {display(out)} --resume --time-budget {int(done) + 600}"
+        f"   (budgets and step limits count the whole run: {done:.0f} s done)")
     log(f"chat with it:      mini-llm chat --checkpoint {display(out)}")
     return summary
 
 
-class _null:
-    def __enter__(self):
-        return self
+def _resumed_config(cfg: TrainConfig, out: Path, data):
+    """The saved run's config (how long to go on stays the user's new choice), checkpoint, data."""
+    resume_from = find_checkpoint(out, which="last")
+    meta = read_meta(resume_from)
+    saved = {f.name: meta["train_config"][f.name] for f in fields(TrainConfig) if f.name in meta["train_config"]}
+    for name in ("epochs", "max_steps", "time_budget", "device", "eval_interval", "log_interval"):
+        saved[name] = getattr(cfg, name)
+    return TrainConfig(**saved), resume_from, data or meta.get("data")
 
-    def __exit__(self, *exc):
-        return False
+
+def _training_device(cfg: TrainConfig, world: int, local_rank: int) -> torch.device:
+    device = get_device(cfg.device)
+    if world > 1 and device.type == "cuda":
+        device = torch.device("cuda", local_rank)  # one GPU per process
+        torch.cuda.set_device(device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return device
+
+
+def _prepare_data(cfg: TrainConfig, data, log, rank: int, world: int):
+    """(data sources, Prepared). Rank 0 prepares and caches first; the others then read the cache."""
+    if data is None:
+        files, note = default_sources()
+        log(note)
+        data = [str(f) for f in files]
+    if world > 1 and rank != 0:
+        dist.barrier()
+    prepared = prepare_dataset(data, cfg.vocab_size, cfg.min_frequency, cfg.val_fraction, log=log)
+    if world > 1 and rank == 0:
+        dist.barrier()
+    return data, prepared
+
+
+def _total_steps(cfg: TrainConfig, steps_per_epoch: int) -> int | None:
+    """The step limit (the smallest of max_steps and epochs); None when only a time budget is set."""
+    limits = [cfg.max_steps] if cfg.max_steps else []
+    limits += [math.ceil(cfg.epochs * steps_per_epoch)] if cfg.epochs else []
+    if not limits and not cfg.time_budget:
+        limits.append(steps_per_epoch)  # nothing said: one epoch
+    return min(limits) if limits else None
+
+
+def _optimizer_step(model, optimizer, batches: Batches, cfg: TrainConfig, device, autocast, world: int):
+    """grad_accum micro-batches, clipping, one AdamW step; returns the summed (detached) loss."""
+    loss_sum = 0.0
+    for micro in range(cfg.grad_accum):
+        x, y = batches.next()
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        last = micro == cfg.grad_accum - 1
+        # DDP averages gradients on backward; skip that on all but the last micro-batch.
+        sync = contextlib.nullcontext() if world == 1 or last else model.no_sync()
+        with sync, autocast():
+            _, loss = model(x, y)
+        (loss / cfg.grad_accum).backward()
+        loss_sum += loss.detach()
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss_sum
 
 
 def epoch_hint(steps_per_epoch, tokens_per_step, tok_s) -> None:
