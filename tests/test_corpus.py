@@ -173,6 +173,14 @@ def test_download_connection_refused(tmp_path):
         corpus.download(f"http://127.0.0.1:{port}/input.txt", tmp_path / "x.txt", None, progress=False)
 
 
+def test_stage_directions_never_replace_the_default(home):
+    plain = corpus.prepare_corpus("shakespeare").files[0].read_bytes()
+    report = corpus.prepare_corpus(None, stage_directions=True)
+    assert report.files[0].name == "shakespeare_directions.txt" and "[Enter" in report.text
+    assert (home / "data" / "shakespeare.txt").read_bytes() == plain
+    assert corpus.prepare_corpus(None).files[0].name == "shakespeare.txt"
+
+
 def test_prepare_tinyshakespeare_uses_the_url(server, home):
     import pytest as _p
 
