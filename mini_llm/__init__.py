@@ -4,4 +4,10 @@ One module per idea: corpus, tokenizer (and bpe from scratch), data, attention, 
 checkpoint, generate, chat, export, plus plots, widgets and exercises for the notebooks.
 """
 
+import os
+
+# Ops without an MPS kernel fall back to the CPU. PyTorch reads this when it is imported, so it
+# is set here, before any mini_llm module imports torch (import mini_llm before torch).
+os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
+
 __version__ = "0.1.0"

@@ -1,6 +1,5 @@
 """Device choice (cuda > mps > cpu) and seeding, shared by training, generation and notebooks."""
 
-import os
 import random
 
 import numpy as np
@@ -8,8 +7,7 @@ import torch
 
 from mini_llm.errors import UserError
 
-# Must be set before torch touches MPS: ops without an MPS kernel then fall back to the CPU.
-os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
+# PYTORCH_ENABLE_MPS_FALLBACK is set in mini_llm/__init__.py, before anything imports torch.
 
 
 def _mps_available() -> bool:
