@@ -175,6 +175,9 @@ class OnnxRunner:
         if threads:
             options.intra_op_num_threads = threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # No busy-waiting between runs: generation interleaves onnxruntime with Python (sampling),
+        # and spinning threads would steal the cores from it (and from anything measured after).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         sessions = {}
         for role, name in manifest["files"].items():
             path = folder / name
