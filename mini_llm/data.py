@@ -193,8 +193,12 @@ def get_batch(ids, batch_size: int, block_size: int, generator: torch.Generator 
     """nanoGPT-style batch: `batch_size` windows at random offsets. Returns x, y of shape (B, T)."""
     data = ids if isinstance(ids, torch.Tensor) else torch.from_numpy(np.asarray(ids).astype(np.int64))
     starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
-    offsets = torch.arange(block_size + 1)
-    windows = data[starts[:, None] + offsets]  # (B, T+1)
+    return windows_at(data, starts, block_size)
+
+
+def windows_at(data: torch.Tensor, starts: torch.Tensor, block_size: int):
+    """Inputs and targets of the windows starting at `starts` (B,): x, y of shape (B, T)."""
+    windows = data[starts[:, None] + torch.arange(block_size + 1)]  # (B, T+1)
     return windows[:, :-1], windows[:, 1:]
 
 

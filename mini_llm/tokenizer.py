@@ -13,6 +13,7 @@ from pathlib import Path
 from tokenizers import Tokenizer
 from tokenizers.implementations import ByteLevelBPETokenizer
 
+from mini_llm.corpus import atomic_write_bytes
 from mini_llm.errors import UserError
 from mini_llm.paths import display
 
@@ -62,9 +63,7 @@ def save_tokenizer(tok: Tokenizer, out_dir: Path) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "tokenizer.json"
-    tmp = out_dir / ".tokenizer.json.tmp"
-    tok.save(str(tmp))
-    tmp.replace(path)
+    atomic_write_bytes(path, tok.to_str(pretty=True).encode("utf-8"))
     tok.model.save(str(out_dir))  # vocab.json + merges.txt
     return path
 

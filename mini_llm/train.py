@@ -25,7 +25,7 @@ import torch.distributed as dist
 
 from mini_llm.checkpoint import find_checkpoint, load_checkpoint, load_train_state, read_meta, save_checkpoint
 from mini_llm.corpus import default_sources
-from mini_llm.data import Prepared, eval_windows, get_batch, prepare_dataset
+from mini_llm.data import Prepared, eval_windows, get_batch, prepare_dataset, windows_at
 from mini_llm.device import get_device, seed_everything
 from mini_llm.errors import UserError
 from mini_llm.model import GPTConfig, MiniGPT
@@ -157,13 +157,15 @@ class Batches:
         if self._order is None or self.index + cfg.batch_size * self.world > len(self._order):
             if self._order is not None:
                 self.epoch, self.index = self.epoch + 1, 0
-            g = torch.Generator().manual_seed(cfg.seed * 7919 + self.epoch)  # same order on every rank
-            self._order = torch.randperm(self.n_windows, generator=g)
+            self._order = self._epoch_order()
         take = self._order[self.index + self.rank * cfg.batch_size : self.index + (self.rank + 1) * cfg.batch_size]
         self.index += cfg.batch_size * self.world
-        starts = take * cfg.stride
-        windows = self.ids[starts[:, None] + torch.arange(cfg.block_size + 1)]
-        return windows[:, :-1], windows[:, 1:]
+        return windows_at(self.ids, take * cfg.stride, cfg.block_size)
+
+    def _epoch_order(self) -> torch.Tensor:
+        """The order of the sliding windows in this epoch: seeded, the same on every rank."""
+        g = torch.Generator().manual_seed(self.cfg.seed * 7919 + self.epoch)
+        return torch.randperm(self.n_windows, generator=g)
 
     def state(self) -> dict:
         return {"generator": self.generator.get_state(), "epoch": self.epoch, "index": self.index}
@@ -172,8 +174,7 @@ class Batches:
         self.generator.set_state(state["generator"])
         self.epoch, self.index = int(state["epoch"]), int(state["index"])
         if self.cfg.batching == "sliding" and self.index:
-            g = torch.Generator().manual_seed(self.cfg.seed * 7919 + self.epoch)
-            self._order = torch.randperm(self.n_windows, generator=g)
+            self._order = self._epoch_order()
 
 
 def _autocast(device: torch.device):
