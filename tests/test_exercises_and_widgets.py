@@ -5,7 +5,8 @@ import nbformat
 import pytest
 import torch
 
-from mini_llm import exercises as ex
+from mini_llm import checks as ex
+from mini_llm import exercises
 from mini_llm.bpe import merge
 from tests.conftest import REPO
 
@@ -89,11 +90,11 @@ def test_every_check_is_used_in_a_notebook():
 
 def test_strip_solutions():
     src = "def f(x):\n    ### BEGIN SOLUTION\n    y = x + 1\n    return y\n    ### END SOLUTION\n\nprint(f(1))\n"
-    assert ex.strip_solutions(src) == "def f(x):\n    raise NotImplementedError()\n\nprint(f(1))\n"
+    assert exercises.strip_solutions(src) == "def f(x):\n    raise NotImplementedError()\n\nprint(f(1))\n"
 
 
 def test_student_copies(tmp_path):
-    written = ex.make_student_copies(REPO / "notebooks", tmp_path / "student")
+    written = exercises.make_student_copies(REPO / "notebooks", tmp_path / "student")
     assert len(written) >= 7
     for path in written:
         nb = nbformat.read(path, as_version=4)
@@ -103,7 +104,7 @@ def test_student_copies(tmp_path):
         assert text.count("raise NotImplementedError()") >= 2, path.name
         assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
     with pytest.raises(Exception, match="overwrite the solutions"):
-        ex.make_student_copies(REPO / "notebooks", REPO / "notebooks")
+        exercises.make_student_copies(REPO / "notebooks", REPO / "notebooks")
 
 
 # --- widgets: the logic without a browser -----------------------------------------------------
