@@ -4,14 +4,17 @@ The conversation is written the way the model was trained. For the default Shake
 that is a play: each turn is a speaker's name and a colon on its own line, the speech under
 it, and a blank line between speeches:
 
-    YOU:
+    HORATIO:
     What is AI?
 
     HAMLET:
     <the model's reply, up to the blank line that ends its speech>
 
-Speaker names are flags (--user-name, --bot-name). A reply ends at the blank line after the
-speech or at the next `YOU:` line. The history is kept inside the context window: the oldest
+Speaker names are flags (--user-name, --bot-name); the defaults, HORATIO asking and HAMLET
+answering, are speakers the default corpus knows (a name the model never saw, like YOU, is
+just three odd tokens to it). A reply ends at the blank line after the speech or at the next
+line naming the user. The conversation is encoded as one text, exactly as a play in the corpus
+was, so turn boundaries get the tokens the model learned. The history is kept inside the context window: the oldest
 turns are dropped first. Commands: /reset clears the history; exit, quit, Ctrl-D or Ctrl-C end.
 
     mini-llm chat --prompt "What is AI?"     # one answer, then exit
@@ -21,14 +24,17 @@ turns are dropped first. Commands: /reset clears the history; exit, quit, Ctrl-D
 import argparse
 import sys
 
+from mini_llm.backends import add_model_arguments, load_runner
 from mini_llm.errors import UserError
-from mini_llm.generate import Sampling, add_model_arguments, add_sampling_arguments, check_prompt, load_runner, stream
+from mini_llm.generate import Sampling, add_sampling_arguments, check_prompt, stream
+
+USER, BOT = "HORATIO", "HAMLET"  # two speakers of one play, both frequent in the default corpus
 
 
 class Chat:
     """A conversation: turns -> prompt text within the context window -> streamed replies."""
 
-    def __init__(self, runner, tokenizer, user: str = "YOU", bot: str = "HAMLET", sampling: Sampling | None = None,
+    def __init__(self, runner, tokenizer, user: str = USER, bot: str = BOT, sampling: Sampling | None = None,
                  max_new_tokens: int = 120, notice=None):
         if not user.strip() or not bot.strip():
             raise UserError("speaker names must not be empty")
@@ -47,20 +53,29 @@ class Chat:
     def format_turn(name: str, text: str) -> str:
         return f"{name}:\n{text.strip()}\n\n"
 
+    def prompt_text(self, message: str, turns=None) -> str:
+        """The conversation (`turns`, default all) + the new message + the bot's name, as a play."""
+        turns = self.turns if turns is None else turns
+        return "".join(self.format_turn(n, t) for n, t in turns) + self.format_turn(self.user, message) + f"{self.bot}:\n"
+
     def prompt_ids(self, message: str) -> list[int]:
-        """The conversation so far + the new message + the bot's name, cut to fit the window."""
-        head = self.format_turn(self.user, message) + f"{self.bot}:\n"
-        head_ids = self.tokenizer.encode(head).ids
+        """The prompt encoded as one text, oldest whole turns dropped until it fits the window
+        (room is left for the reply)."""
         budget = self.runner.block_size - min(self.max_new_tokens, self.runner.block_size // 2)
-        if len(head_ids) > budget:
-            self.notice(f"note: your message is {len(head_ids)} tokens; keeping its last {budget} to fit the context")
-            return head_ids[-budget:]
-        ids = head_ids
-        for name, text in reversed(self.turns):  # newest first, until the window is full
-            turn = self.tokenizer.encode(self.format_turn(name, text)).ids
-            if len(turn) + len(ids) > budget:
-                break
-            ids = turn + ids
+        encode = lambda turns: self.tokenizer.encode(self.prompt_text(message, turns)).ids  # noqa: E731
+        # Per-turn lengths only guess where to start (joined text can encode a token shorter or
+        # longer); the final answer is always one encoding of the whole text.
+        sizes = [len(self.tokenizer.encode(self.format_turn(n, t)).ids) for n, t in self.turns]
+        first, total = len(sizes), len(encode([]))
+        while first > 0 and total + sizes[first - 1] <= budget:
+            first, total = first - 1, total + sizes[first - 1]
+        ids = encode(self.turns[first:])
+        while len(ids) > budget and first < len(self.turns):
+            first += 1
+            ids = encode(self.turns[first:])
+        if len(ids) > budget:
+            self.notice(f"note: your message is {len(ids)} tokens; keeping its last {budget} to fit the context")
+            return ids[-budget:]
         return ids
 
     def reply(self, message: str):
@@ -78,8 +93,8 @@ class Chat:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
     p.add_argument("--prompt", help="answer this one message and exit (no --prompt: interactive)")
-    p.add_argument("--user-name", default="YOU", help="your speaker name (default YOU)")
-    p.add_argument("--bot-name", default="HAMLET", help="the model's speaker name (default HAMLET)")
+    p.add_argument("--user-name", default=USER, help=f"your speaker name (default {USER})")
+    p.add_argument("--bot-name", default=BOT, help=f"the model's speaker name (default {BOT})")
     add_sampling_arguments(p, max_new_tokens=120)
 
 
@@ -144,7 +159,7 @@ def run(args) -> int:
 
 
 def main(argv=None) -> int:
-    from mini_llm.cli import guarded
+    from mini_llm.errors import guarded
 
     p = argparse.ArgumentParser(prog="python -m mini_llm.chat", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

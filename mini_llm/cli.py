@@ -12,19 +12,7 @@
 import argparse
 import sys
 
-from mini_llm.errors import UserError
-
-
-def guarded(fn) -> int:
-    """Run fn; a UserError becomes one line on stderr and exit status 2, Ctrl-C exit 130."""
-    try:
-        return fn() or 0
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return 130
+from mini_llm.errors import guarded
 
 
 def cmd_prepare(args) -> int:
@@ -43,6 +31,44 @@ def cmd_prepare(args) -> int:
     for line in prepared.report():
         print(line)
     print(f"total: {time.perf_counter() - start:.2f} s")
+    return 0
+
+
+def add_generate_arguments(p: argparse.ArgumentParser) -> None:
+    from mini_llm.backends import add_model_arguments
+    from mini_llm.generate import add_sampling_arguments
+
+    add_model_arguments(p)
+    p.add_argument("--prompt", default="\n", help="text to continue (default: a new line)")
+    p.add_argument("--num-samples", type=int, default=1)
+    p.add_argument("--mode", choices=["cached", "exact"], default="cached",
+                   help="cached: KV cache (fast); exact: recompute the window every step")
+    add_sampling_arguments(p)
+
+
+def cmd_generate(args) -> int:
+    from mini_llm.backends import load_runner
+    from mini_llm.errors import UserError
+    from mini_llm.generate import Sampling, check_prompt, stream
+
+    prompt = check_prompt(args.prompt)
+    if args.num_samples < 1 or args.max_new_tokens < 1:
+        raise UserError("--num-samples and --max-new-tokens must be at least 1")
+    sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed)
+    runner, tokenizer, what = load_runner(args)
+    print(f"[{what}]", file=sys.stderr)
+    ids = tokenizer.encode(prompt).ids
+    if len(ids) > runner.block_size:
+        print(f"note: the prompt has {len(ids)} tokens; only its last {runner.block_size} fit the context", file=sys.stderr)
+    generator = sampling.generator()
+    for i in range(args.num_samples):
+        if args.num_samples > 1:
+            print(f"--- sample {i + 1} ---")
+        sys.stdout.write(prompt)
+        for piece in stream(runner, tokenizer, ids, args.max_new_tokens, sampling, mode=args.mode, generator=generator):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        print()
     return 0
 
 
@@ -73,11 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_arguments(s)
     s.set_defaults(func=train.run)
 
-    from mini_llm import generate
-
     s = sub.add_parser("generate", help="generate text from a checkpoint")
-    generate.add_arguments(s)
-    s.set_defaults(func=generate.run)
+    add_generate_arguments(s)
+    s.set_defaults(func=cmd_generate)
 
     from mini_llm import chat
 

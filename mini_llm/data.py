@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from mini_llm.corpus import atomic_write_bytes, check_corpus, resolve_sources, sha256_file
+from mini_llm.corpus import check_corpus, resolve_sources
+from mini_llm.files import atomic_write_bytes, sha256_file
 from mini_llm.errors import UserError
 from mini_llm.paths import data_dir, display
 from mini_llm.tokenizer import (check_vocab_size, encode_fast, load_tokenizer, save_tokenizer,

@@ -99,7 +99,7 @@ def export_checkpoint(checkpoint=None, out: Path | str = "exports/model", verify
     import onnx
 
     from mini_llm.checkpoint import load_checkpoint
-    from mini_llm.corpus import sha256_file
+    from mini_llm.files import sha256_file
 
     model, tokenizer, meta = load_checkpoint(checkpoint, "cpu")
     cfg = model.config
@@ -246,7 +246,7 @@ def run(args) -> int:
 
 
 if __name__ == "__main__":
-    from mini_llm.cli import guarded
+    from mini_llm.errors import guarded
 
     p = argparse.ArgumentParser(prog="python -m mini_llm.export")
     add_arguments(p)

@@ -15,7 +15,6 @@ Both give the same tokens while everything fits in one window.
 
 import argparse
 import copy
-import sys
 from dataclasses import dataclass
 
 import torch
@@ -26,7 +25,11 @@ from mini_llm.model import KVCache
 from mini_llm.tokenizer import EOT
 
 
-def check_sampling(temperature: float = 1.0, top_k: int | None = 10, top_p: float | None = None) -> None:
+# The one set of sampling defaults: the library, the CLI and the widgets all start from these.
+TEMPERATURE, TOP_K, TOP_P = 0.8, 40, None
+
+
+def check_sampling(temperature: float = TEMPERATURE, top_k: int | None = TOP_K, top_p: float | None = TOP_P) -> None:
     if temperature is None or temperature < 0:
         raise UserError(f"temperature {temperature} must be >= 0 (0 = always the most likely token)")
     if top_k is not None and top_k < 1:
@@ -35,7 +38,7 @@ def check_sampling(temperature: float = 1.0, top_k: int | None = 10, top_p: floa
         raise UserError(f"top-p {top_p} must be in (0, 1] (1 = no nucleus cut), or left out")
 
 
-def candidates(logits, temperature: float = 1.0, top_k: int | None = 10, top_p: float | None = None):
+def candidates(logits, temperature: float = TEMPERATURE, top_k: int | None = TOP_K, top_p: float | None = TOP_P):
     """The tokens sampling may pick, most likely first, and their probabilities.
 
     logits (..., V) -> ids (..., n), probs (..., n) with n = top_k (or V). Working on the
@@ -57,7 +60,7 @@ def candidates(logits, temperature: float = 1.0, top_k: int | None = 10, top_p: 
     return ids, probs
 
 
-def sample_logits(logits, temperature: float = 1.0, top_k: int | None = 10, top_p: float | None = None,
+def sample_logits(logits, temperature: float = TEMPERATURE, top_k: int | None = TOP_K, top_p: float | None = TOP_P,
                   generator: torch.Generator | None = None):
     """Sample token ids (...) from logits (..., V)."""
     check_sampling(temperature, top_k, top_p)
@@ -70,7 +73,7 @@ def sample_logits(logits, temperature: float = 1.0, top_k: int | None = 10, top_
     return ids.gather(-1, pick).squeeze(-1)
 
 
-def next_token_distribution(logits, temperature=1.0, top_k=10, top_p=None):
+def next_token_distribution(logits, temperature=TEMPERATURE, top_k=TOP_K, top_p=TOP_P):
     """The full (..., V) distribution that sampling draws from (one-hot argmax at temperature 0)."""
     check_sampling(temperature, top_k, top_p)
     logits = logits.detach().float().cpu()
@@ -148,17 +151,21 @@ class TorchRunner:
 
 @dataclass
 class Sampling:
-    temperature: float = 1.0
-    top_k: int | None = 10
-    top_p: float | None = None
+    temperature: float = TEMPERATURE
+    top_k: int | None = TOP_K
+    top_p: float | None = TOP_P
     seed: int | None = None
 
     def __post_init__(self):
         check_sampling(self.temperature, self.top_k, self.top_p)
 
     def generator(self) -> torch.Generator:
+        """A generator of its own: seeded, or from fresh OS entropy without touching torch's global RNG."""
         g = torch.Generator()
-        g.manual_seed(self.seed if self.seed is not None else torch.seed())
+        if self.seed is None:
+            g.seed()
+        else:
+            g.manual_seed(self.seed)
         return g
 
 
@@ -237,8 +244,8 @@ def stream(runner, tokenizer, prompt: str | list[int], max_new_tokens: int = 200
         yield text[emitted:]
 
 
-def generate(model_or_runner, tokenizer, prompt, max_new_tokens: int = 200, temperature: float = 1.0,
-             top_k: int | None = 10, top_p: float | None = None, seed: int | None = None,
+def generate(model_or_runner, tokenizer, prompt, max_new_tokens: int = 200, temperature: float = TEMPERATURE,
+             top_k: int | None = TOP_K, top_p: float | None = TOP_P, seed: int | None = None,
              stop: list[str] | None = None, mode: str = "cached") -> str:
     """The generated continuation of `prompt`, as one string."""
     runner = model_or_runner if hasattr(model_or_runner, "start") else TorchRunner(model_or_runner)
@@ -252,46 +259,11 @@ def generate(model_or_runner, tokenizer, prompt, max_new_tokens: int = 200, temp
 def add_sampling_arguments(p: argparse.ArgumentParser, max_new_tokens: int = 200) -> None:
     g = p.add_argument_group("sampling")
     g.add_argument("--max-new-tokens", type=int, default=max_new_tokens, help=f"default {max_new_tokens}")
-    g.add_argument("--temperature", type=float, default=0.8, help="0 = greedy; <1 sharper, >1 wilder (default 0.8)")
-    g.add_argument("--top-k", type=int, default=40, help="sample from the k most likely tokens (default 40)")
-    g.add_argument("--top-p", type=float, default=None, help="nucleus: smallest set of tokens with probability >= p")
+    g.add_argument("--temperature", type=float, default=TEMPERATURE,
+                   help=f"0 = greedy; <1 sharper, >1 wilder (default {TEMPERATURE})")
+    g.add_argument("--top-k", type=int, default=TOP_K, help=f"sample from the k most likely tokens (default {TOP_K})")
+    g.add_argument("--top-p", type=float, default=TOP_P, help="nucleus: smallest set of tokens with probability >= p")
     g.add_argument("--seed", type=int, default=None, help="same seed, same text (default: random)")
-
-
-def add_model_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("path", nargs="?", help="checkpoint or run folder (torch) or export folder (onnx); same as --checkpoint")
-    p.add_argument("--checkpoint", help="checkpoint or run folder (default: the best checkpoint of the newest run in runs/)")
-    p.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="torch (default) or onnx (an exported folder)")
-    p.add_argument("--device", default="auto", help="torch backend: auto, cpu, cuda, mps")
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_model_arguments(p)
-    p.add_argument("--prompt", default="\n", help="text to continue (default: a new line)")
-    p.add_argument("--num-samples", type=int, default=1)
-    p.add_argument("--mode", choices=["cached", "exact"], default="cached",
-                   help="cached: KV cache (fast); exact: recompute the window every step")
-    add_sampling_arguments(p)
-
-
-def load_runner(args):
-    """(runner, tokenizer, description) for --backend torch or onnx."""
-    from mini_llm.device import get_device
-    from mini_llm.paths import display
-
-    path = args.path or args.checkpoint
-    if args.backend == "onnx":
-        from mini_llm.export import OnnxRunner
-
-        if not path:
-            raise UserError("--backend onnx needs the export folder: mini-llm generate --backend onnx DIR")
-        runner = OnnxRunner(path)
-        return runner, runner.tokenizer, f"onnx export {display(path)}"
-    from mini_llm.checkpoint import load_checkpoint
-
-    model, tokenizer, meta = load_checkpoint(path, get_device(args.device))
-    step = meta.get("step", "?")
-    return TorchRunner(model), tokenizer, f"checkpoint {display(meta['folder'])} (step {step})"
 
 
 def check_prompt(prompt: str) -> str:
@@ -300,25 +272,3 @@ def check_prompt(prompt: str) -> str:
     if any("\udc80" <= ch <= "\udcff" for ch in prompt):
         raise UserError("the prompt is not valid UTF-8 text: re-type it or fix your terminal's encoding")
     return prompt
-
-
-def run(args) -> int:
-    prompt = check_prompt(args.prompt)
-    if args.num_samples < 1 or args.max_new_tokens < 1:
-        raise UserError("--num-samples and --max-new-tokens must be at least 1")
-    sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed)
-    runner, tokenizer, what = load_runner(args)
-    print(f"[{what}]", file=sys.stderr)
-    ids = tokenizer.encode(prompt).ids
-    if len(ids) > runner.block_size:
-        print(f"note: the prompt has {len(ids)} tokens; only its last {runner.block_size} fit the context", file=sys.stderr)
-    generator = sampling.generator()
-    for i in range(args.num_samples):
-        if args.num_samples > 1:
-            print(f"--- sample {i + 1} ---")
-        sys.stdout.write(prompt)
-        for piece in stream(runner, tokenizer, ids, args.max_new_tokens, sampling, mode=args.mode, generator=generator):
-            sys.stdout.write(piece)
-            sys.stdout.flush()
-        print()
-    return 0

@@ -13,7 +13,7 @@ from pathlib import Path
 from tokenizers import Tokenizer
 from tokenizers.implementations import ByteLevelBPETokenizer
 
-from mini_llm.corpus import atomic_write_bytes
+from mini_llm.files import atomic_write_bytes
 from mini_llm.errors import UserError
 from mini_llm.paths import display
 
@@ -21,10 +21,14 @@ EOT = "<|endoftext|>"
 MIN_VOCAB = 257  # 256 byte tokens + <|endoftext|>
 MAX_VOCAB = 1 << 20  # beyond this the embedding table, not the token array, is the problem
 
-# Cut points for parallel encoding: after a newline that is followed by non-whitespace. The
-# byte-level pre-tokenizer always splits there, so encoding the pieces separately gives exactly
-# the ids of encoding the whole text (a cut inside a run of newlines would not).
-_CUT = re.compile(r"(?<=\n)(?=\S)")
+# Cut points for parallel encoding: after a single newline that sits between two characters that
+# are not whitespace. The byte-level pre-tokenizer (GPT-2's split regex) makes that newline a
+# pre-token of its own and starts afresh after it, so the pieces give exactly the ids of one
+# call. A cut after a run of newlines would not: a piece ending in "\n\n" keeps it as one
+# pre-token (`ĊĊ`) where the whole text has `Ċ`, `Ċ` (trap 12). Format characters that some
+# regex engines count as spaces are excluded too, to be safe.
+_SOLID = r"[^\s\u180e\u200b-\u200d\u2060\ufeff]"
+_CUT = re.compile(rf"(?<={_SOLID}\n)(?={_SOLID})")
 
 
 def check_vocab_size(vocab_size: int) -> None:
@@ -52,7 +56,8 @@ def train_tokenizer(files, vocab_size: int = 8000, min_frequency: int = 2, show_
 def train_tokenizer_from_text(text: str, vocab_size: int = 8000, min_frequency: int = 2) -> Tokenizer:
     check_vocab_size(vocab_size)
     bpe = ByteLevelBPETokenizer()
-    # Many small pieces let the Rust trainer count words in parallel (one string would not).
+    # Many small pieces let the Rust trainer count words in parallel (one string would not); cut
+    # where encoding is unchanged, they give the same word counts, so the same merges, as one text.
     bpe.train_from_iterator(split_for_encoding(text), vocab_size=vocab_size, min_frequency=min_frequency,
                             special_tokens=[EOT], show_progress=False)
     return bpe._tokenizer

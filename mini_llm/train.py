@@ -549,7 +549,7 @@ def run(args) -> int:
 
 
 def main(argv=None) -> int:
-    from mini_llm.cli import guarded
+    from mini_llm.errors import guarded
 
     p = argparse.ArgumentParser(prog="python -m mini_llm.train", description="Train MiniGPT (same as `mini-llm train`).")
     add_arguments(p)

