@@ -11,3 +11,7 @@ import os
 os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
 
 __version__ = "0.1.0"
+
+# The oldest torch this package works with: the torch.export-based ONNX exporter (dynamic shapes,
+# external data) arrived in 2.6. pyproject.toml and environment.yml state the same (a test checks).
+MIN_TORCH = "2.6"

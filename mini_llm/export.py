@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from mini_llm.errors import UserError
 from mini_llm.paths import display
 
 FORMAT = "mini-llm-onnx-1"
 OPSET = 18
+PARITY_TOLERANCE = 1e-3  # fp32 graphs agree to ~1e-5; anything near 1e-3 means a wrong graph
 ONNX_HINT = 'ONNX support needs the onnx extra: pip install "mini-llm[onnx]" (or pip install -e ".[onnx]" in a checkout)'
 
 
@@ -41,41 +41,31 @@ def _require_onnx():
         raise UserError(ONNX_HINT) from None
 
 
-class _Decoder(nn.Module):
-    """MiniGPT's forward with the cache as explicit tensors: what an ONNX graph can hold."""
+class _Prefill(nn.Module):
+    """The model's own `forward_kv` with no past: idx (B, T) -> logits, present."""
 
     def __init__(self, model):
         super().__init__()
         self.m = model
 
-    def run(self, idx, past=None):
-        m = self.m
-        P = 0 if past is None else past.shape[4]
-        T = idx.shape[1]
-        pos = torch.arange(T, device=idx.device) + P
-        x = m.wte(idx) + m.wpe(pos)  # (B, T, C)
-        presents = []
-        for i, block in enumerate(m.blocks):
-            q, k, v = block.attn.qkv(block.ln_1(x))  # (B, nh, T, hs)
-            if past is not None:
-                k, v = torch.cat([past[i, 0], k], dim=2), torch.cat([past[i, 1], v], dim=2)
-                y = F.scaled_dot_product_attention(q, k, v)  # one new query: sees every key
-            else:
-                y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-            x = x + block.attn.merge_heads(y)
-            x = x + block.mlp(block.ln_2(x))
-            presents.append(torch.stack([k, v]))
-        return m.lm_head(m.ln_f(x)), torch.stack(presents)
-
-
-class _Prefill(_Decoder):
     def forward(self, idx):
-        return self.run(idx)
+        return self.m.forward_kv(idx)
 
 
-class _Step(_Decoder):
+class _Step(_Prefill):
+    """The same `forward_kv`, one token after P cached positions: token (B, 1), past -> logits, present."""
+
     def forward(self, token, past):
-        return self.run(token, past)
+        return self.m.forward_kv(token, past)
+
+
+def _require_torch() -> None:
+    """The torch.export-based exporter this module uses (dynamic shapes, external data) needs torch >= MIN_TORCH."""
+    from mini_llm import MIN_TORCH
+
+    have = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2])
+    if have < tuple(int(part) for part in MIN_TORCH.split(".")):
+        raise UserError(f"ONNX export needs torch >= {MIN_TORCH} (this is {torch.__version__}): pip install -U torch")
 
 
 @contextlib.contextmanager
@@ -96,6 +86,7 @@ def _quiet_exporter():
 def export_checkpoint(checkpoint=None, out: Path | str = "exports/model", verify: bool = True, log=print) -> Path:
     """Export a checkpoint (folder, run folder or None for the newest) to an ONNX folder."""
     _require_onnx()
+    _require_torch()
     import onnx
 
     from mini_llm.checkpoint import load_checkpoint
@@ -140,8 +131,12 @@ def export_checkpoint(checkpoint=None, out: Path | str = "exports/model", verify
     log(f"exported {display(meta['folder'])} -> {display(out)} in {time.perf_counter() - start:.1f} s "
         f"(opset {OPSET}, checked with onnx.checker)")
     if verify:
-        err = max_abs_diff(model, OnnxRunner(out), [1, 7, cfg.block_size])
-        log(f"parity: max |onnxruntime - torch| logits = {err:.2e}")
+        report = check_parity(model, OnnxRunner(out))
+        log(f"parity: max |onnxruntime - torch| logits = {report['prefill']:.2e} (prefill graph), "
+            f"{report['decode']:.2e} (decode graph)")
+        if max(report.values()) > PARITY_TOLERANCE:
+            raise UserError(f"{display(out)}: the exported graphs disagree with the model (max logit difference "
+                            f"{max(report.values()):.2e} > {PARITY_TOLERANCE}); please report this with your torch version")
     return out
 
 
@@ -220,7 +215,7 @@ class OnnxRunner:
 
 
 def max_abs_diff(model, runner: OnnxRunner, lengths, batches=(1, 3), seed: int = 0) -> float:
-    """Largest |logit difference| between torch and onnxruntime over the given shapes."""
+    """Largest |logit difference| between torch and the prefill graph over the given shapes."""
     g = torch.Generator().manual_seed(seed)
     worst = 0.0
     for b in batches:
@@ -231,6 +226,32 @@ def max_abs_diff(model, runner: OnnxRunner, lengths, batches=(1, 3), seed: int =
             got = runner.logits(idx.numpy())
             worst = max(worst, float(np.abs(got - ref.numpy()).max()))
     return worst
+
+
+def decode_abs_diff(model, runner: OnnxRunner, prompt_len: int = 5, steps: int = 4, seed: int = 0) -> float:
+    """Largest |logit difference| between torch's cached forward and the decode graph, step by step
+    from an onnxruntime prefill (so the graph's own past is what each step reads)."""
+    from mini_llm.model import KVCache
+
+    g = torch.Generator().manual_seed(seed)
+    steps = min(steps, model.config.block_size - prompt_len)
+    ids = torch.randint(0, model.config.vocab_size, (1, prompt_len + steps), generator=g)
+    cache, worst = KVCache(), 0.0
+    with torch.no_grad():
+        model(ids[:, :prompt_len], cache=cache)
+        runner.start(ids[0, :prompt_len].tolist())
+        for t in range(prompt_len, prompt_len + steps):
+            ref, _ = model(ids[:, t : t + 1], cache=cache)
+            got = runner.step(int(ids[0, t]))
+            worst = max(worst, float((got - ref[0, -1]).abs().max()))
+    return worst
+
+
+def check_parity(model, runner: OnnxRunner) -> dict:
+    """Both graphs against the model: {'prefill': max diff, 'decode': max diff}."""
+    prompt_len = min(5, model.config.block_size - 1)
+    return {"prefill": max_abs_diff(model, runner, sorted({1, min(7, model.config.block_size), model.config.block_size})),
+            "decode": decode_abs_diff(model, runner, prompt_len)}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

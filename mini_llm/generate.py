@@ -119,12 +119,12 @@ class TorchRunner:
     """Next-token logits from a MiniGPT: `start` prefills the cache, `step` decodes one token,
     `full` recomputes a window without a cache."""
 
-    def __init__(self, model, batch_size: int = 1):
+    def __init__(self, model):
         self.model = inference_copy(model)
         self.block_size = model.config.block_size
         self.vocab_size = model.config.vocab_size
         self.device = next(model.parameters()).device
-        self.cache = KVCache(model.config, batch_size, self.device, next(model.parameters()).dtype)
+        self.cache = KVCache()
 
     @torch.inference_mode()
     def start(self, ids: list[int]):

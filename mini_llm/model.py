@@ -58,52 +58,52 @@ class GPTConfig:
 
 
 class KVCache:
-    """Keys and values of every layer for the positions seen so far, preallocated to block_size.
+    """A thin holder of every layer's keys and values for the positions seen so far.
 
-    kv: (n_layer, 2, B, nh, block_size, hs); `pos` counts the positions filled.
+    past: (n_layer, 2, B, nh, P, hs), or None before the first forward. The model's forward
+    takes `past` and returns the new one (`present`); the cache just keeps it between calls.
     """
 
-    def __init__(self, config: GPTConfig, batch_size: int = 1, device=None, dtype=torch.float32):
-        hs = config.n_embd // config.n_head
-        self.kv = torch.zeros(config.n_layer, 2, batch_size, config.n_head, config.block_size, hs,
-                              device=device, dtype=dtype)
-        self.pos = 0
+    def __init__(self):
+        self.past = None
+
+    @property
+    def pos(self) -> int:
+        """How many positions are cached."""
+        return 0 if self.past is None else self.past.size(-2)
 
     def reset(self) -> None:
-        self.pos = 0
+        self.past = None
 
 
 class CausalSelfAttention(MultiHeadAttention):
-    """The teaching MultiHeadAttention plus the fused kernel and the KV cache."""
+    """The teaching MultiHeadAttention plus the fused kernel and keys/values of earlier positions."""
 
-    def __init__(self, config: GPTConfig, layer: int):
-        super().__init__(config.n_embd, config.n_head, causal=True, bias=config.bias, dropout=config.dropout)
-        self.layer = layer
-
-    def forward(self, x, cache: KVCache | None = None, explicit: bool = False):
+    def forward(self, x, past_kv=None, explicit: bool = False):
+        """x (B, T, C), past_kv: (k, v) of P earlier positions, each (B, nh, P, hs), or None.
+        Returns y (B, T, C), this layer's (k, v) for all P + T positions, and the weights
+        (B, nh, T, P + T) on the explicit path (else None)."""
         T = x.size(1)
         q, k, v = self.qkv(x)  # (B, nh, T, hs)
-        P = 0  # positions already in the cache
-        if cache is not None:
-            P = cache.pos
-            cache.kv[self.layer, 0, :, :, P : P + T] = k
-            cache.kv[self.layer, 1, :, :, P : P + T] = v
-            k, v = cache.kv[self.layer, 0, :, :, : P + T], cache.kv[self.layer, 1, :, :, : P + T]
+        if past_kv is not None:
+            k, v = torch.cat([past_kv[0], k], dim=2), torch.cat([past_kv[1], v], dim=2)
+        P = k.size(2) - T  # positions already seen
         # Query i sits at position P + i and may see keys 0 .. P + i: a bottom-right-aligned
-        # causal mask. SDPA's is_causal aligns top-left (trap 1), so use it only when P == 0.
+        # causal mask. SDPA's is_causal aligns top-left (trap 1), so use it only without a past.
+        # (Deciding by `past_kv is None`, not by P == 0, keeps P symbolic in an ONNX export.)
         if explicit:
             mask = torch.ones(T, P + T, dtype=torch.bool, device=x.device).tril(diagonal=P)
             y, weights = attention(q, k, v, mask)
-            return self.merge_heads(y), weights
+            return self.merge_heads(y), (k, v), weights
         drop = self.dropout if self.training else 0.0
-        if P == 0:
+        if past_kv is None:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True)
         elif T == 1:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)  # one new query sees everything
         else:
             mask = torch.ones(T, P + T, dtype=torch.bool, device=x.device).tril(diagonal=P)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
-        return self.merge_heads(y), None
+        return self.merge_heads(y), (k, v), None
 
 
 class MLP(nn.Module):
@@ -119,18 +119,18 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, config: GPTConfig, layer: int):
+    def __init__(self, config: GPTConfig):
         super().__init__()
         self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.attn = CausalSelfAttention(config, layer)
+        self.attn = CausalSelfAttention(config.n_embd, config.n_head, causal=True, bias=config.bias, dropout=config.dropout)
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x, cache=None, explicit=False):
-        a, weights = self.attn(self.ln_1(x), cache, explicit)
+    def forward(self, x, past_kv=None, explicit=False):
+        a, kv, weights = self.attn(self.ln_1(x), past_kv, explicit)
         x = x + a  # residual: attention adds to the stream
         x = x + self.mlp(self.ln_2(x))  # residual: so does the MLP
-        return x, weights
+        return x, kv, weights
 
 
 class MiniGPT(nn.Module):
@@ -140,7 +140,7 @@ class MiniGPT(nn.Module):
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)  # token embedding
         self.wpe = nn.Embedding(config.block_size, config.n_embd)  # learned positions
         self.drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.lm_head.weight = self.wte.weight  # weight tying: the same matrix reads and writes tokens
@@ -162,27 +162,33 @@ class MiniGPT(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())  # tied weights are counted once
 
-    def _hidden(self, idx, cache=None, explicit=False):
+    def _hidden(self, idx, past=None, explicit=False):
+        """idx (B, T), past (L, 2, B, nh, P, hs) or None -> final hidden states (B, T, C), the
+        keys/values of every layer [(k, v), ...] for all P + T positions, attention maps."""
         B, T = idx.shape
-        start = cache.pos if cache is not None else 0
-        if start + T > self.config.block_size:
+        P = 0 if past is None else past.size(-2)
+        if P + T > self.config.block_size:
             raise UserError(
-                f"input of {start + T} tokens is longer than the context (block_size={self.config.block_size}); crop it first"
+                f"input of {P + T} tokens is longer than the context (block_size={self.config.block_size}); crop it first"
             )
-        pos = torch.arange(start, start + T, device=idx.device)
+        pos = torch.arange(P, P + T, device=idx.device)
         x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C)
-        maps = []
-        for block in self.blocks:
-            x, weights = block(x, cache, explicit)
+        kvs, maps = [], []
+        for i, block in enumerate(self.blocks):
+            x, kv, weights = block(x, None if past is None else past[i], explicit)
+            kvs.append(kv)
             maps.append(weights)
-        if cache is not None:
-            cache.pos += T
-        return self.ln_f(x), maps
+        return self.ln_f(x), kvs, maps
 
     def forward(self, idx, targets=None, cache: KVCache | None = None, last_only: bool = False, explicit: bool = False):
         """idx (B, T) of token ids -> logits (B, T, V) (or (B, 1, V) with last_only), and the
-        mean cross-entropy against targets (B, T) when given."""
-        x, _ = self._hidden(idx, cache, explicit)
+        mean cross-entropy against targets (B, T) when given. With a cache, the positions in it
+        come first and the new keys/values are added to it."""
+        if cache is None:
+            x, _, _ = self._hidden(idx, explicit=explicit)
+        else:
+            x, kvs, _ = self._hidden(idx, cache.past, explicit)
+            cache.past = _stack(kvs)
         if last_only and targets is None:
             x = x[:, -1:, :]  # generation needs only the next-token distribution
         logits = self.lm_head(x)
@@ -191,10 +197,16 @@ class MiniGPT(nn.Module):
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
         return logits, loss
 
+    def forward_kv(self, idx, past=None):
+        """The same forward with the keys/values as explicit tensors (what an ONNX graph holds):
+        idx (B, T), past (L, 2, B, nh, P, hs) or None -> logits (B, T, V), present (L, 2, B, nh, P + T, hs)."""
+        x, kvs, _ = self._hidden(idx, past)
+        return self.lm_head(x), _stack(kvs)
+
     @torch.no_grad()
     def attention_maps(self, idx):
         """Logits and attention weights of every layer (list of (B, nh, T, T)), explicit path."""
-        x, maps = self._hidden(idx, explicit=True)
+        x, _, maps = self._hidden(idx, explicit=True)
         return self.lm_head(x), maps
 
     def check_vocab(self, tokenizer) -> None:
@@ -205,3 +217,8 @@ class MiniGPT(nn.Module):
                 f"tokenizer has {n:,} tokens but the model was built for {self.config.vocab_size:,}: "
                 "use the tokenizer saved with the checkpoint"
             )
+
+
+def _stack(kvs) -> torch.Tensor:
+    """[(k, v) per layer], each (B, nh, T, hs) -> (L, 2, B, nh, T, hs)."""
+    return torch.stack([torch.stack(kv) for kv in kvs])

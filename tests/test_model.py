@@ -62,7 +62,7 @@ def test_causality_with_cache(model):
     changed[:, 12:] = (changed[:, 12:] + 5) % 97
     outs = []
     for seq in (x, changed):
-        cache = KVCache(model.config, 1)
+        cache = KVCache()
         model(seq[:, :8], cache=cache)
         outs.append(torch.cat([model(seq[:, t : t + 1], cache=cache)[0] for t in range(8, 16)], dim=1))
     assert torch.allclose(outs[0][:, :4], outs[1][:, :4], atol=1e-6)
@@ -82,7 +82,7 @@ def test_explicit_path_equals_sdpa(model):
 def test_kv_cache_matches_full_forward_at_every_step(model):
     x = torch.randint(0, 97, (2, 16))
     full, _ = model(x)
-    cache = KVCache(model.config, 2)
+    cache = KVCache()
     logits, _ = model(x[:, :5], cache=cache)
     assert torch.allclose(logits, full[:, :5], atol=1e-5)
     for t in range(5, 16):  # includes the step that reaches block_size
@@ -96,7 +96,7 @@ def test_chunked_prefill_uses_a_bottom_right_mask(model):
     x = torch.randint(0, 97, (1, 16))
     full, _ = model(x)
     for explicit in (False, True):
-        cache = KVCache(model.config, 1)
+        cache = KVCache()
         model(x[:, :6], cache=cache, explicit=explicit)
         chunk, _ = model(x[:, 6:13], cache=cache, explicit=explicit)
         assert torch.allclose(chunk, full[:, 6:13], atol=1e-5)
@@ -105,7 +105,7 @@ def test_chunked_prefill_uses_a_bottom_right_mask(model):
 def test_too_long_input_fails_clearly(model):
     with pytest.raises(UserError, match="longer than the context"):
         model(torch.zeros(1, 17, dtype=torch.long))
-    cache = KVCache(model.config, 1)
+    cache = KVCache()
     model(torch.zeros(1, 16, dtype=torch.long), cache=cache)
     with pytest.raises(UserError, match="block_size=16"):
         model(torch.zeros(1, 1, dtype=torch.long), cache=cache)
