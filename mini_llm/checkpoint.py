@@ -7,9 +7,10 @@
                                            loaded with weights_only=True)
     runs/<run>/best/   the same, for the best validation loss so far
 
-Writing is atomic: everything goes to a temporary folder, which then replaces the old one by
-renames, so a crash mid-write leaves the previous checkpoint loadable (as `last` or, if the
-crash fell between the two renames, as `last.old`, which `load` also finds).
+Writing is atomic: everything goes to a temporary folder, each file and the folder are flushed
+to the disk (fsync), then it replaces the old one by renames and the parent folder is flushed
+too. A crash or a power cut mid-write leaves the previous checkpoint loadable (as `last` or, if
+it fell between the two renames, as `last.old`, which `load` also finds).
 """
 
 import json
@@ -22,6 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from mini_llm.errors import UserError
+from mini_llm.files import fsync_path
 from mini_llm.model import GPTConfig, MiniGPT
 from mini_llm.paths import display, runs_dir
 from mini_llm.tokenizer import load_tokenizer, tokenizer_hash
@@ -44,11 +46,14 @@ def save_checkpoint(folder: Path, model, tokenizer, meta: dict, train_state: dic
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
     if train_state is not None:
         torch.save(train_state, tmp / "train_state.pt")
+    for path in [*tmp.iterdir(), tmp]:  # the data, then the folder's entries, are on the disk ...
+        fsync_path(path)
     old = folder.with_name(folder.name + ".old")
     if folder.exists():
         shutil.rmtree(old, ignore_errors=True)
-        folder.rename(old)
-    tmp.rename(folder)
+        os.rename(folder, old)
+    os.rename(tmp, folder)
+    fsync_path(folder.parent)  # ... before and after the renames
     shutil.rmtree(old, ignore_errors=True)
     return folder
 

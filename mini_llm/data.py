@@ -81,9 +81,11 @@ def _corpus_key(files: list[Path]) -> list[list[str]]:
     return [[str(Path(f).resolve()), sha256_file(f)] for f in files]
 
 
-def prepared_folder(files: list[Path], vocab_size: int) -> Path:
+def prepared_folder(files: list[Path], vocab_size: int, tokenizer=None) -> Path:
+    """data/prepared/<corpus>-v<vocab> for a tokenizer trained here, <corpus>-tok<hash> for a given one."""
     name = files[0].stem if len(files) == 1 else Path(files[0]).parent.name or "corpus"
-    return data_dir() / "prepared" / f"{name}-v{vocab_size}"
+    suffix = f"tok{tokenizer_hash(tokenizer)[:12]}" if tokenizer is not None else f"v{vocab_size}"
+    return data_dir() / "prepared" / f"{name}-{suffix}"
 
 
 def load_tokens(folder: Path, tokenizer) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -112,13 +114,20 @@ def load_tokens(folder: Path, tokenizer) -> tuple[np.ndarray, np.ndarray, dict]:
 
 
 def prepare_dataset(sources, vocab_size: int = 8000, min_frequency: int = 2, val_fraction: float = 0.1,
-                    folder: Path | None = None, log=print) -> Prepared:
-    """Train (or reuse) the tokenizer for `sources` and encode train/val token arrays (or reuse them)."""
-    check_vocab_size(vocab_size)
+                    folder: Path | None = None, log=print, tokenizer=None) -> Prepared:
+    """Train (or reuse) the tokenizer for `sources` and encode train/val token arrays (or reuse them).
+
+    With `tokenizer` (fine-tuning, resuming), no tokenizer is trained: the text is encoded with
+    that one, so the ids mean what the model learned they mean.
+    """
     files = resolve_sources(sources)
-    folder = Path(folder) if folder else prepared_folder(files, vocab_size)
+    if tokenizer is not None:
+        vocab_size, min_frequency = tokenizer.get_vocab_size(), None
+    check_vocab_size(vocab_size)
+    folder = Path(folder) if folder else prepared_folder(files, vocab_size, tokenizer)
     key = {"version": CACHE_VERSION, "corpus": _corpus_key(files), "vocab_size_asked": vocab_size,
-           "min_frequency": min_frequency, "val_fraction": val_fraction}
+           "min_frequency": min_frequency, "val_fraction": val_fraction,
+           "given_tokenizer": tokenizer_hash(tokenizer) if tokenizer is not None else None}
 
     meta_path = folder / "meta.json"
     old = json.loads(meta_path.read_text()) if meta_path.exists() else {}
@@ -137,7 +146,7 @@ def prepare_dataset(sources, vocab_size: int = 8000, min_frequency: int = 2, val
     train_text, val_text = split_text(text, val_fraction)
     t0 = time.perf_counter()
     # Train the tokenizer on the training split only, so validation text stays unseen.
-    tok = train_tokenizer_from_text(train_text, vocab_size, min_frequency)
+    tok = tokenizer if tokenizer is not None else train_tokenizer_from_text(train_text, vocab_size, min_frequency)
     t1 = time.perf_counter()
     dtype = token_dtype(tok.get_vocab_size())
     train = encode_fast(tok, train_text).astype(dtype)

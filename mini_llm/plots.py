@@ -28,8 +28,14 @@ def plot_losses(run_dir: Path, ax=None, save: Path | None = None):
         fig, ax = plt.subplots(figsize=(7, 4))
     if train:
         ax.plot([r["step"] for r in train], [r["loss"] for r in train], label="train", alpha=0.8)
-    if val:
-        ax.plot([r["step"] for r in val], [r["val_loss"] for r in val], "o-", label="val (fixed set)")
+    # Periodic evals use a fixed subset of the val windows (they decide `best`); the final one
+    # also scores the whole split. Different sets give different numbers: draw them apart.
+    subset = [r for r in val if r.get("subset", True)]
+    whole = [r for r in val if not r.get("subset", True)]
+    if subset:
+        ax.plot([r["step"] for r in subset], [r["val_loss"] for r in subset], "o-", label="val (fixed subset: decides best)")
+    if whole:
+        ax.plot([r["step"] for r in whole], [r["val_loss"] for r in whole], "*", markersize=12, label="val (whole split)")
     ax.set_xlabel("step")
     ax.set_ylabel("loss (nats / token)")
     ax.set_title(f"loss curves: {Path(run_dir).name}")
@@ -44,7 +50,7 @@ def plot_losses(run_dir: Path, ax=None, save: Path | None = None):
 
 
 def plot_lr_schedule(cfg, total_steps: int, ax=None):
-    from mini_llm.train import lr_at
+    from mini_llm.schedule import lr_at
 
     ax = ax or plt.subplots(figsize=(6, 3))[1]
     steps = list(range(total_steps))

@@ -1,11 +1,17 @@
 """Training: the loop that notebooks and `mini-llm train` share.
 
 cross-entropy -> AdamW (decay / no-decay groups, fused kernels where available) -> linear
-warmup then cosine decay -> gradient clipping -> optional gradient accumulation, on cuda
-(bf16 autocast), mps or cpu (fp32). Validation on a fixed set of windows, `last` and `best`
-checkpoints, exact resume, Ctrl-C saves, metrics to JSONL and a loss-curve PNG. Under
-`torchrun` it runs data-parallel (DDP): each rank draws its own batches, gradients are
-averaged, rank 0 alone logs, evaluates and writes.
+warmup then cosine decay (`schedule.py`) -> gradient clipping -> optional gradient accumulation,
+on cuda (bf16 autocast), mps or cpu (fp32). Validation on a fixed subset of windows (the one
+measure that decides `best`; the final eval also scores the whole split), `last` and `best`
+checkpoints, exact resume (same text, the checkpoint's tokenizer), fine-tuning from another
+run (`init_from`), Ctrl-C saves, metrics to JSONL and a loss-curve PNG. Under `torchrun` it
+runs data-parallel (DDP): each rank draws its own batches and dropout masks, gradients are
+averaged, rank 0 alone logs, evaluates and writes, and rank 0's clock decides for every rank
+when to stop and which LR to use.
+
+The loop reads top to bottom in `_loop`: decide, set the LR, one optimizer step, log, and
+every `eval_interval` steps evaluate and save; `open_run` builds what it works with.
 
     python -m mini_llm.train --time-budget 300      # or: mini-llm train ...
 """
@@ -17,19 +23,22 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
 from mini_llm.checkpoint import find_checkpoint, load_checkpoint, load_train_state, read_meta, save_checkpoint
-from mini_llm.corpus import default_sources
+from mini_llm.corpus import default_sources, resolve_sources
 from mini_llm.data import Prepared, eval_windows, get_batch, prepare_dataset, windows_at
 from mini_llm.device import get_device, seed_everything
 from mini_llm.errors import UserError
+from mini_llm.files import sha256_file
 from mini_llm.model import GPTConfig, MiniGPT
 from mini_llm.paths import display, runs_dir
+from mini_llm.schedule import LRPlan, lr_at  # noqa: F401  (lr_at: the schedule notebooks and tests import from here)
+from mini_llm.tokenizer import tokenizer_hash
 
 
 @dataclass
@@ -105,17 +114,9 @@ def configure_optimizer(model, cfg: TrainConfig, device: torch.device):
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), **extra)
 
 
-def lr_at(progress: float, step: int, cfg: TrainConfig) -> float:
-    """Linear warmup over `warmup_steps`, then cosine from lr to lr * min_lr_ratio as progress goes 0 -> 1."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = min(max(progress, 0.0), 1.0)
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
 @torch.no_grad()
 def evaluate(model, val_ids, block_size: int, device, chars_per_token: float, max_windows: int | None = None,
-             batch_size: int = 32, autocast=None) -> dict:
+             batch_size: int = 32, autocast=contextlib.nullcontext) -> dict:
     """Mean loss per token over the fixed validation windows, with perplexity and nats per character."""
     was_training = model.training
     model.eval()
@@ -198,199 +199,392 @@ def _ddp_setup():
 # The loop
 
 
+@dataclass
+class RunState:
+    """Where a run stands: what a checkpoint's meta.json saves and --resume restores (beside the
+    weights, the optimizer, the RNGs and the batch order in train_state.pt)."""
+
+    step: int = 0
+    best_val: float = float("inf")  # best loss on the fixed val subset (the one measure for `best`)
+    tokens_seen: int = 0
+    train_seconds: float = 0.0  # training time of the whole run, every session included
+    plan: LRPlan = field(default_factory=LRPlan)
+
+    def to_meta(self) -> dict:
+        return {"step": self.step, "best_val_loss": self.best_val, "tokens_seen": self.tokens_seen,
+                "train_seconds": self.train_seconds, "lr_plan": asdict(self.plan)}
+
+    @classmethod
+    def from_meta(cls, meta: dict) -> "RunState":
+        plan = meta.get("lr_plan") or {"total_steps": meta.get("train_config", {}).get("max_steps"),
+                                       "time_budget": meta.get("train_config", {}).get("time_budget")}
+        return cls(meta["step"], meta.get("best_val_loss", float("inf")), meta.get("tokens_seen", 0),
+                   meta.get("train_seconds", 0.0), LRPlan(**plan))
+
+
+@dataclass
+class Run:
+    """Everything one training session works with (built by `open_run`)."""
+
+    cfg: TrainConfig
+    out: Path
+    data: list | None
+    prepared: Prepared
+    model: torch.nn.Module  # the raw model (DDP wraps it in `ddp` below)
+    ddp: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    batches: "Batches"
+    device: torch.device
+    autocast: object
+    state: RunState
+    rank: int = 0
+    world: int = 1
+    meta_extra: dict = field(default_factory=dict)  # e.g. init_from, data hashes
+    shown: dict = field(default_factory=dict)  # what the progress bar shows after the bar
+
+    @property
+    def chars_per_token(self) -> float:
+        return self.prepared.meta.get("val_chars", 1) / max(1, self.prepared.meta.get("val_tokens", 1))
+
+
 def train(cfg: TrainConfig, data=None, out: Path | str | None = None, resume: bool = False,
-          prepared: Prepared | None = None, log=print, progress: bool = True, on_step=None) -> dict:
+          prepared: Prepared | None = None, log=print, progress: bool = True, on_step=None,
+          init_from: Path | str | None = None) -> dict:
     """Train MiniGPT; returns a summary dict (steps, best val, run folder, ...).
 
     data: a corpus file, files or folder (None: data/your_data.txt or the Shakespeare corpus).
-    out: the run folder (default runs/<timestamp>). resume: continue `out` from its last checkpoint.
-    on_step(step, loss): optional callback after each optimizer step (notebooks, tests).
+    out: the run folder (default runs/<timestamp>). resume: continue `out` from its last checkpoint,
+    on the same text with the same tokenizer. init_from: start from another run's weights and
+    tokenizer (fine-tuning on `data`), with a fresh optimizer and schedule, in a new run folder.
+    on_step(step, loss): optional callback after each optimizer step with the mean loss (notebooks, tests).
     """
     rank, world, local_rank = _ddp_setup()
-    main = rank == 0
-    log = log if main else (lambda *a, **k: None)
+    log = log if rank == 0 else (lambda *a, **k: None)
     try:
-        return _train(cfg, data, out, resume, prepared, log, progress and main, on_step, rank, world, local_rank)
+        run = open_run(cfg, data, out, resume, init_from, prepared, log, rank, world, local_rank)
+        return _loop(run, log, progress and rank == 0, on_step)
     finally:
         if world > 1:
             dist.destroy_process_group()
 
 
-def _train(cfg, data, out, resume, prepared, log, progress, on_step, rank, world, local_rank):
-    from tqdm.auto import tqdm
-
-    cfg.validate()
-    out = Path(out) if out else runs_dir() / time.strftime("%Y%m%d-%H%M%S")
-    resume_from = None
-    if resume:
-        cfg, resume_from, data = _resumed_config(cfg, out, data)
-    elif (out / "last").exists() and (out / "last" / "meta.json").exists():
-        raise UserError(f"{display(out)} already holds a run: use --resume to continue it, or another --out")
-    device = _training_device(cfg, world, local_rank)
-    seed_everything(cfg.seed + rank)
-    if prepared is None:
-        data, prepared = _prepare_data(cfg, data, log, rank, world)
-    prepared.check_block_size(cfg.block_size)
-    vocab = prepared.vocab_size  # the real size, which can be smaller than asked (trap 4)
-    chars_per_token = prepared.meta.get("val_chars", 1) / max(1, prepared.meta.get("val_tokens", 1))
-
-    # Model and optimizer.
-    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    model = MiniGPT(cfg.model_config(vocab)).to(device)
-    optimizer = configure_optimizer(model, cfg, device)
-    batches = Batches(prepared.train, cfg, rank, world)
-    step, best_val, elapsed_before, tokens_seen = 0, float("inf"), 0.0, 0
-    if resume_from is not None:
-        model_loaded, _, meta = load_checkpoint(resume_from, device)
-        model.load_state_dict(model_loaded.state_dict())
-        state = load_train_state(resume_from)
-        optimizer.load_state_dict(state["optimizer"])
-        batches.load_state(state["batches"][rank] if rank < len(state["batches"]) else state["batches"][0])
-        torch.set_rng_state(state["torch_rng"])
-        step, best_val = meta["step"], meta.get("best_val_loss", float("inf"))
-        elapsed_before, tokens_seen = meta.get("train_seconds", 0.0), meta.get("tokens_seen", 0)
-        log(f"resuming {display(resume_from)} at step {step}")
-    raw_model = model
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-    autocast = _autocast(device)
-
-    tokens_per_step = cfg.batch_size * cfg.block_size * cfg.grad_accum * world
-    steps_per_epoch = batches.steps_per_epoch
-    total_steps = _total_steps(cfg, steps_per_epoch)
-
-    out.mkdir(parents=True, exist_ok=True)
-    metrics_path = out / "metrics.jsonl"
-    n_params = raw_model.num_params()
-    rules = [f"{total_steps:,} steps"] if total_steps else []
-    rules += [f"{cfg.time_budget:g} s of training"] if cfg.time_budget else []
-    stop_rule = " or ".join(rules)
-    log(f"model: {n_params / 1e6:.2f}M parameters | vocab {vocab:,} | context {cfg.block_size} | "
-        f"{cfg.n_layer} layers x {cfg.n_head} heads x {cfg.n_embd} wide")
-    log(f"device: {device}{f' x {world} processes (DDP)' if world > 1 else ''} | "
-        f"precision: {'bf16 autocast' if device.type == 'cuda' else 'fp32'}")
-    log(f"data: {len(prepared.train):,} train / {len(prepared.val):,} val tokens | {tokens_per_step:,} tokens per step | "
-        f"{steps_per_epoch:,} steps per epoch | stop at {stop_rule}")
-    log(f"run folder: {display(out)}")
-
-    def meta_now(extra=None):
-        return dict({"step": step, "epoch": step / steps_per_epoch, "tokens_seen": tokens_seen,
-                     "train_seconds": elapsed_before + (time.perf_counter() - start), "best_val_loss": best_val,
-                     "train_config": asdict(cfg), "data": [str(Path(d).resolve()) for d in _as_list(data)] if data else None,
-                     "chars_per_token": chars_per_token, "world_size": world}, **(extra or {}))
-
-    def save(name, extra=None):
-        state = {"optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
-                 "batches": _gather_batch_states(batches, world)}
-        if rank == 0:
-            save_checkpoint(out / name, raw_model, prepared.tokenizer, meta_now(extra), state)
-
-    def write_metrics(record):
-        if rank == 0:
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-
-    def run_eval(max_windows):
-        return evaluate(raw_model, prepared.val, cfg.block_size, device, chars_per_token, max_windows, autocast=autocast)
-
-    model.train()
-    start = time.perf_counter()
-    # The bar counts steps; with only a time budget it counts seconds, so its ETA is still right.
-    by_time = total_steps is None
-    bar = tqdm(total=int(cfg.time_budget) if by_time else total_steps, initial=int(elapsed_before) if by_time else step,
-               disable=not progress, unit="s" if by_time else "step", dynamic_ncols=True, desc="train", file=sys.stderr,
-               bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} s [{elapsed}<{remaining}{postfix}]" if by_time else None)
-    last_val, interrupted, loss_value = None, False, float("nan")
-    window_t, window_tokens, start_step = time.perf_counter(), 0, step
+def _loop(run: Run, log, progress: bool, on_step) -> dict:
+    cfg, state = run.cfg, run.state
+    tokens_per_step = cfg.batch_size * cfg.block_size * cfg.grad_accum * run.world
+    _log_header(run, tokens_per_step, log)
+    clock = _Clock(state.train_seconds)
+    bar = _progress_bar(run, progress)
+    speed = _Speed()
+    start_step, interrupted = state.step, False
     try:
         while True:
-            elapsed = time.perf_counter() - start
-            if total_steps is not None and step >= total_steps:
+            seconds = _from_rank0(clock.seconds(), run.world)  # rank 0's clock decides for every rank
+            if _should_stop(run, seconds):
                 break
-            if cfg.time_budget and elapsed_before + elapsed >= cfg.time_budget:
-                break
-            progress_frac = max(step / total_steps if total_steps else 0.0,
-                                (elapsed_before + elapsed) / cfg.time_budget if cfg.time_budget else 0.0)
-            lr = lr_at(progress_frac, step, cfg)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            loss_sum = _optimizer_step(model, optimizer, batches, cfg, device, autocast, world)
-            step += 1
-            tokens_seen += tokens_per_step
-            window_tokens += tokens_per_step
+            lr = state.plan.lr(state.step, seconds, cfg)
+            loss = _optimizer_step(run, lr)
+            state.step += 1
+            state.tokens_seen += tokens_per_step
+            speed.add(tokens_per_step)
             if on_step is not None:
-                on_step(step, loss_sum)
-
-            if step % cfg.log_interval == 0 or step == total_steps:
-                loss_value = (loss_sum / cfg.grad_accum).item()
-                now = time.perf_counter()
-                tok_s = window_tokens / max(now - window_t, 1e-9)
-                window_t, window_tokens = now, 0
-                write_metrics({"step": step, "loss": loss_value, "lr": lr, "tokens_per_s": tok_s,
-                               "elapsed": elapsed_before + now - start})
-                post = {"loss": f"{loss_value:.3f}", "lr": f"{lr:.1e}", "tok/s": f"{tok_s:,.0f}"}
-                if last_val is not None:
-                    post["val"] = f"{last_val:.3f}"
-                if by_time:
-                    post["step"] = step
-                bar.set_postfix(post, refresh=False)
-                if step - start_step == 2 * cfg.log_interval and progress:
-                    epoch_hint(steps_per_epoch, tokens_per_step, tok_s)
-            bar.update(int(elapsed_before + time.perf_counter() - start) - bar.n if by_time else 1)
-            if step % cfg.eval_interval == 0:
-                result = _from_rank0(run_eval(cfg.eval_windows) if rank == 0 else None, world)
-                last_val = result["val_loss"]
-                write_metrics({"step": step, **result, "subset": True})
-                if last_val < best_val:
-                    best_val = last_val
-                    save("best", {"val": result})
-                save("last")
-                if rank == 0:
-                    plot_if_possible(out)
-                window_t, window_tokens = time.perf_counter(), 0  # keep eval time out of tokens/s
+                on_step(state.step, loss)
+            if state.step % cfg.log_interval == 0 or state.step == state.plan.total_steps:
+                _log_step(run, bar, speed, loss.item(), lr, clock.seconds(), progress and state.step - start_step == 2 * cfg.log_interval)
+            bar.update(int(clock.seconds()) - bar.n if state.plan.total_steps is None else 1)
+            if state.step % cfg.eval_interval == 0:
+                state.train_seconds = clock.seconds()
+                _evaluate_and_save(run)
+                speed.restart()  # keep eval time out of tokens/s
     except KeyboardInterrupt:
         interrupted = True
         bar.close()
-        log(f"\ninterrupted at step {step}: saving {display(out / 'last')} ...")
+        log(f"\ninterrupted at step {state.step}: saving {display(run.out / 'last')} ...")
     bar.close()
+    state.train_seconds = clock.seconds()
+    return _finish(run, interrupted, clock, start_step, tokens_per_step, log)
 
-    if world > 1:
-        _check_ranks_in_sync(raw_model)
+
+class _Clock:
+    """Seconds of training in the whole run: what earlier sessions did plus this one so far."""
+
+    def __init__(self, before: float):
+        self.before, self.start = before, time.perf_counter()
+
+    def seconds(self) -> float:
+        return self.before + time.perf_counter() - self.start
+
+    def session(self) -> float:
+        return time.perf_counter() - self.start
+
+
+class _Speed:
+    """Tokens per second over the steps since the last log (evaluations left out)."""
+
+    def __init__(self):
+        self.restart()
+
+    def restart(self):
+        self.t, self.tokens = time.perf_counter(), 0
+
+    def add(self, tokens: int):
+        self.tokens += tokens
+
+    def take(self) -> float:
+        now = time.perf_counter()
+        rate = self.tokens / max(now - self.t, 1e-9)
+        self.t, self.tokens = now, 0
+        return rate
+
+
+def _should_stop(run: Run, seconds: float) -> bool:
+    plan = run.state.plan
+    return bool((plan.total_steps is not None and run.state.step >= plan.total_steps)
+                or (plan.time_budget and seconds >= plan.time_budget))
+
+
+def _optimizer_step(run: Run, lr: float) -> torch.Tensor:
+    """grad_accum micro-batches, clipping, one AdamW step at `lr`; returns the mean (detached) loss."""
+    cfg, model = run.cfg, run.ddp
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    loss_sum = 0.0
+    for micro in range(cfg.grad_accum):
+        x, y = run.batches.next()
+        x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
+        last = micro == cfg.grad_accum - 1
+        # DDP averages gradients on backward; skip that on all but the last micro-batch.
+        sync = contextlib.nullcontext() if run.world == 1 or last else model.no_sync()
+        with sync, run.autocast():
+            _, loss = model(x, y)
+        (loss / cfg.grad_accum).backward()
+        loss_sum += loss.detach()
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    return loss_sum / cfg.grad_accum
+
+
+def _evaluate_and_save(run: Run) -> dict:
+    """The periodic eval on the fixed val subset; a better loss is the new `best`; `last` always."""
+    result = _from_rank0(_run_eval(run, run.cfg.eval_windows) if run.rank == 0 else None, run.world)
+    _write_metrics(run, {"step": run.state.step, **result, "subset": True})
+    run.shown["val"] = f"{result['val_loss']:.3f}"
+    if result["val_loss"] < run.state.best_val:
+        run.state.best_val = result["val_loss"]
+        _save(run, "best", {"val": result})
+    _save(run, "last")
+    if run.rank == 0:
+        plot_if_possible(run.out)
+    return result
+
+
+def _finish(run: Run, interrupted: bool, clock: _Clock, start_step: int, tokens_per_step: int, log) -> dict:
+    """Final evals (the subset, which can still win `best`, and the whole split, reported), the
+    last checkpoint, the plot, the summary and what to do next."""
+    cfg, state = run.cfg, run.state
+    in_sync = _check_ranks_in_sync(run.model) if run.world > 1 else True
     final = {}
     if not interrupted:
-        final = _from_rank0(run_eval(cfg.final_eval_windows) if rank == 0 else None, world)
-        write_metrics({"step": step, **final, "subset": False})
-        if final["val_loss"] < best_val:
-            best_val = final["val_loss"]
-            save("best", {"val": final})
-    save("last", {"val": final} if final else None)
-    if rank == 0:
-        plot_if_possible(out)
-    seconds = time.perf_counter() - start
-    summary = {"run": str(out), "steps": step, "tokens_seen": tokens_seen, "seconds": seconds,
-               "tokens_per_s": (step - start_step) * tokens_per_step / max(seconds, 1e-9),
-               "best_val_loss": best_val, "interrupted": interrupted, **final}
+        if state.step % cfg.eval_interval:  # not evaluated at this step yet
+            _evaluate_and_save(run)
+        final = _from_rank0(_run_eval(run, cfg.final_eval_windows) if run.rank == 0 else None, run.world)
+        _write_metrics(run, {"step": state.step, **final, "subset": cfg.final_eval_windows is not None})
+    _save(run, "last", {"val": final} if final else None)
+    if run.rank == 0:
+        plot_if_possible(run.out)
+    seconds = clock.session()
+    summary = {"run": str(run.out), "steps": state.step, "tokens_seen": state.tokens_seen, "seconds": seconds,
+               "tokens_per_s": (state.step - start_step) * tokens_per_step / max(seconds, 1e-9),
+               "best_val_loss": state.best_val, "interrupted": interrupted, "ranks_in_sync": in_sync, **final}
     if final:
-        log(f"done: {step:,} steps in {seconds:.0f} s | val loss {final['val_loss']:.3f} | "
+        log(f"done: {state.step:,} steps in {seconds:.0f} s | val loss {final['val_loss']:.3f} | "
             f"perplexity {final['val_ppl']:.1f} | {final['val_nats_per_char']:.3f} nats/char")
-    log(f"checkpoints: {display(out / 'best')} (best val), {display(out / 'last')} (for --resume)")
-    done = elapsed_before + seconds
-    log(f"continue training: mini-llm train --out {display(out)} --resume --time-budget {int(done) + 600}"
-        f"   (budgets and step limits count the whole run: {done:.0f} s done)")
-    log(f"chat with it:      mini-llm chat --checkpoint {display(out)}")
+    out = display(run.out)
+    log(f"checkpoints: {out}/best (best val), {out}/last (for --resume)")
+    done = state.train_seconds
+    log(f"continue training: mini-llm train --out {out} --resume --time-budget {int(done) + 600}"
+        f"   (budgets count the whole run, {done:.0f} s done; the LR decays on from where it stands)")
+    log(f"chat with it:      mini-llm chat --checkpoint {out}")
     return summary
 
 
-def _resumed_config(cfg: TrainConfig, out: Path, data):
-    """The saved run's config (how long to go on stays the user's new choice), checkpoint, data."""
-    resume_from = find_checkpoint(out, which="last")
-    meta = read_meta(resume_from)
+# --- setting a run up ---------------------------------------------------------------------------
+
+
+def open_run(cfg: TrainConfig, data, out, resume: bool, init_from, prepared: Prepared | None, log,
+             rank: int = 0, world: int = 1, local_rank: int = 0) -> Run:
+    """Resolve the run folder and config, the data (with the right tokenizer), the model and the
+    optimizer, restoring them on --resume and taking the weights on --init-from."""
+    cfg.validate()
+    if resume and init_from:
+        raise UserError("use --resume or --init-from, not both: --resume continues a run, --init-from starts a new one from it")
+    out = Path(out) if out else runs_dir() / time.strftime("%Y%m%d-%H%M%S")
+    source, meta_extra = None, {}
+    if resume:
+        source = find_checkpoint(out, which="last")
+        cfg, data = _resumed_config(cfg, source, data)
+    else:
+        if init_from:
+            source = _init_source(init_from, out)
+            cfg = _fine_tune_config(cfg, source)
+            meta_extra["init_from"] = str(Path(source).resolve())
+        if (out / "last" / "meta.json").exists():
+            raise UserError(f"{display(out)} already holds a run: use --resume to continue it, or another --out")
+    device = _training_device(cfg, world, local_rank)
+    source_model = tokenizer = None
+    if source is not None:
+        source_model, tokenizer, source_meta = load_checkpoint(source, "cpu")
+    if prepared is None:
+        data, prepared = _prepare_data(cfg, data, tokenizer, log, rank, world)
+    elif tokenizer is not None and tokenizer_hash(prepared.tokenizer) != tokenizer_hash(tokenizer):
+        raise UserError("the prepared data was encoded with another tokenizer than the checkpoint's")
+    prepared.check_block_size(cfg.block_size)
+    if data:
+        meta_extra["data_sha256"] = [sha256_file(f) for f in resolve_sources(data)]
+
+    seed_everything(cfg.seed)  # the same initial weights on every rank ...
+    model = MiniGPT(cfg.model_config(prepared.vocab_size)).to(device)
+    if world > 1:
+        seed_everything(cfg.seed + rank)  # ... then each rank its own dropout masks
+    optimizer = configure_optimizer(model, cfg, device)
+    batches = Batches(prepared.train, cfg, rank, world)
+    state = RunState()
+    if source_model is not None:
+        model.load_state_dict(source_model.state_dict())
+    if resume:
+        train_state = load_train_state(source)
+        optimizer.load_state_dict(train_state["optimizer"])
+        batches.load_state(_for_rank(train_state["batches"], rank))
+        restore_rng_state(_for_rank(train_state["rng"], rank) if "rng" in train_state else {"cpu": train_state["torch_rng"]},
+                          device)
+        state = RunState.from_meta(source_meta)
+        log(f"resuming {display(source)} at step {state.step}")
+    elif init_from:
+        log(f"fine-tuning {display(source)} (step {source_meta.get('step', '?')}) with its tokenizer: "
+            "a fresh optimizer and LR schedule")
+    total_steps = _total_steps(cfg, batches.steps_per_epoch)
+    state.plan = state.plan.extended(state.step, state.train_seconds, total_steps, cfg.time_budget, cfg)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    ddp = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ddp = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return Run(cfg, out, data, prepared, model, ddp, optimizer, batches, device, _autocast(device), state, rank, world,
+               meta_extra)
+
+
+def _resumed_config(cfg: TrainConfig, source: Path, data):
+    """The saved run's config (how long to go on stays the user's new choice) and its data, which
+    must be the same text: other text goes through --init-from."""
+    meta = read_meta(source)
     saved = {f.name: meta["train_config"][f.name] for f in fields(TrainConfig) if f.name in meta["train_config"]}
     for name in ("epochs", "max_steps", "time_budget", "device", "eval_interval", "log_interval"):
         saved[name] = getattr(cfg, name)
-    return TrainConfig(**saved), resume_from, data or meta.get("data")
+    saved_data = meta.get("data")
+    if data and saved_data and _resolved(data) != _resolved(saved_data):
+        raise UserError(f"this run was trained on {', '.join(map(display, saved_data))}; --resume continues on the same "
+                        f"text: drop --data, or start a new run from it with --init-from {display(source)} --data ...")
+    data = data or saved_data
+    if data and meta.get("data_sha256") and [sha256_file(f) for f in resolve_sources(data)] != meta["data_sha256"]:
+        raise UserError(f"{', '.join(map(display, _resolved(data)))} changed since this run started; --resume needs the "
+                        f"same text: restore it, or fine-tune on the new text with --init-from {display(source)}")
+    return TrainConfig(**saved), data
+
+
+def _init_source(init_from, out: Path) -> Path:
+    source = find_checkpoint(Path(init_from), which="best")
+    if out.resolve() in (source.resolve(), source.parent.resolve()):
+        raise UserError(f"--out {display(out)} is the same folder as --init-from: fine-tuning writes a new run, "
+                        "so choose another --out (the source stays untouched)")
+    return source
+
+
+def _fine_tune_config(cfg: TrainConfig, source: Path) -> TrainConfig:
+    """The architecture comes from the checkpoint (its weights must fit); training choices stay the user's."""
+    model = read_meta(source)["model_config"]
+    arch = {name: model[name] for name in ("vocab_size", "block_size", "n_embd", "n_head", "n_layer", "bias")}
+    return TrainConfig(**dict(asdict(cfg), **arch))
+
+
+def _log_header(run: Run, tokens_per_step: int, log) -> None:
+    cfg, plan = run.cfg, run.state.plan
+    rules = [f"{plan.total_steps:,} steps"] if plan.total_steps else []
+    rules += [f"{plan.time_budget:g} s of training"] if plan.time_budget else []
+    log(f"model: {run.model.num_params() / 1e6:.2f}M parameters | vocab {run.prepared.vocab_size:,} | context "
+        f"{cfg.block_size} | {cfg.n_layer} layers x {cfg.n_head} heads x {cfg.n_embd} wide")
+    log(f"device: {run.device}{f' x {run.world} processes (DDP)' if run.world > 1 else ''} | "
+        f"precision: {'bf16 autocast' if run.device.type == 'cuda' else 'fp32'}")
+    log(f"data: {len(run.prepared.train):,} train / {len(run.prepared.val):,} val tokens | {tokens_per_step:,} tokens "
+        f"per step | {run.batches.steps_per_epoch:,} steps per epoch | stop at {' or '.join(rules)}")
+    log(f"run folder: {display(run.out)}")
+
+
+def _progress_bar(run: Run, progress: bool):
+    """A bar over steps; with only a time budget it counts seconds, so its ETA is still right."""
+    from tqdm.auto import tqdm
+
+    plan, state = run.state.plan, run.state
+    by_time = plan.total_steps is None
+    return tqdm(total=int(plan.time_budget) if by_time else plan.total_steps,
+                initial=int(state.train_seconds) if by_time else state.step, disable=not progress,
+                unit="s" if by_time else "step", dynamic_ncols=True, desc="train", file=sys.stderr,
+                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} s [{elapsed}<{remaining}{postfix}]" if by_time else None)
+
+
+def _log_step(run: Run, bar, speed: _Speed, loss: float, lr: float, seconds: float, hint: bool) -> None:
+    tok_s = speed.take()
+    _write_metrics(run, {"step": run.state.step, "loss": loss, "lr": lr, "tokens_per_s": tok_s, "elapsed": seconds})
+    run.shown.update({"loss": f"{loss:.3f}", "lr": f"{lr:.1e}", "tok/s": f"{tok_s:,.0f}"})
+    if run.state.plan.total_steps is None:
+        run.shown["step"] = run.state.step
+    bar.set_postfix(run.shown, refresh=False)
+    if hint:
+        epoch_hint(run.batches.steps_per_epoch, run.cfg.batch_size * run.cfg.block_size * run.cfg.grad_accum * run.world,
+                   tok_s)
+
+
+def _run_eval(run: Run, max_windows: int | None) -> dict:
+    return evaluate(run.model, run.prepared.val, run.cfg.block_size, run.device, run.chars_per_token, max_windows,
+                    autocast=run.autocast)
+
+
+def _write_metrics(run: Run, record: dict) -> None:
+    if run.rank == 0:
+        with open(run.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def _save(run: Run, name: str, extra: dict | None = None) -> None:
+    """Write checkpoint `name` (every rank takes part in gathering the RNG and batch states)."""
+    train_state = {"optimizer": run.optimizer.state_dict(), "rng": _gather(rng_state(run.device), run.world),
+                   "batches": _gather(run.batches.state(), run.world)}
+    if run.rank == 0:
+        meta = dict(run.state.to_meta(), epoch=run.state.step / run.batches.steps_per_epoch, train_config=asdict(run.cfg),
+                    data=[str(Path(d).resolve()) for d in _as_list(run.data)] if run.data else None,
+                    chars_per_token=run.chars_per_token, world_size=run.world, **run.meta_extra, **(extra or {}))
+        save_checkpoint(run.out / name, run.model, run.prepared.tokenizer, meta, train_state)
+
+
+def rng_state(device: torch.device) -> dict:
+    """The RNG states a resume needs: the CPU's, and the accelerator's when training on one
+    (dropout masks are drawn there)."""
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda" and torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    elif device.type == "mps":
+        state["mps"] = torch.mps.get_rng_state()
+    return state
+
+
+def restore_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and device.type == "cuda":
+        torch.cuda.set_rng_state_all(state["cuda"])
+    elif "mps" in state and device.type == "mps":
+        torch.mps.set_rng_state(state["mps"])
 
 
 def _training_device(cfg: TrainConfig, world: int, local_rank: int) -> torch.device:
@@ -404,15 +598,16 @@ def _training_device(cfg: TrainConfig, world: int, local_rank: int) -> torch.dev
     return device
 
 
-def _prepare_data(cfg: TrainConfig, data, log, rank: int, world: int):
-    """(data sources, Prepared). Rank 0 prepares and caches first; the others then read the cache."""
+def _prepare_data(cfg: TrainConfig, data, tokenizer, log, rank: int, world: int):
+    """(data sources, Prepared), encoded with `tokenizer` when given (resume, fine-tuning), else
+    with one trained on the data. Rank 0 prepares and caches first; the others then read the cache."""
     if data is None:
         files, note = default_sources()
         log(note)
         data = [str(f) for f in files]
     if world > 1 and rank != 0:
         dist.barrier()
-    prepared = prepare_dataset(data, cfg.vocab_size, cfg.min_frequency, cfg.val_fraction, log=log)
+    prepared = prepare_dataset(data, cfg.vocab_size, cfg.min_frequency, cfg.val_fraction, log=log, tokenizer=tokenizer)
     if world > 1 and rank == 0:
         dist.barrier()
     return data, prepared
@@ -427,26 +622,6 @@ def _total_steps(cfg: TrainConfig, steps_per_epoch: int) -> int | None:
     return min(limits) if limits else None
 
 
-def _optimizer_step(model, optimizer, batches: Batches, cfg: TrainConfig, device, autocast, world: int):
-    """grad_accum micro-batches, clipping, one AdamW step; returns the summed (detached) loss."""
-    loss_sum = 0.0
-    for micro in range(cfg.grad_accum):
-        x, y = batches.next()
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        last = micro == cfg.grad_accum - 1
-        # DDP averages gradients on backward; skip that on all but the last micro-batch.
-        sync = contextlib.nullcontext() if world == 1 or last else model.no_sync()
-        with sync, autocast():
-            _, loss = model(x, y)
-        (loss / cfg.grad_accum).backward()
-        loss_sum += loss.detach()
-    if cfg.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return loss_sum
-
-
 def epoch_hint(steps_per_epoch, tokens_per_step, tok_s) -> None:
     """After the first steps, tell the user what one epoch will cost at the measured speed."""
     from tqdm.auto import tqdm
@@ -456,7 +631,7 @@ def epoch_hint(steps_per_epoch, tokens_per_step, tok_s) -> None:
 
 
 def _from_rank0(obj, world: int):
-    """Rank 0's value on every rank (rank 0 alone evaluates; all ranks then decide alike)."""
+    """Rank 0's value on every rank (rank 0 alone evaluates and keeps the clock; all ranks then decide alike)."""
     if world == 1:
         return obj
     box = [obj]
@@ -464,26 +639,35 @@ def _from_rank0(obj, world: int):
     return box[0]
 
 
+def _gather(obj, world: int) -> list:
+    """[obj of rank 0, obj of rank 1, ...] on every rank."""
+    if world == 1:
+        return [obj]
+    objs = [None] * world
+    dist.all_gather_object(objs, obj)
+    return objs
+
+
+def _for_rank(states: list, rank: int):
+    return states[rank] if rank < len(states) else states[0]
+
+
 def _as_list(data):
     return [data] if isinstance(data, (str, Path)) else list(data)
 
 
-def _gather_batch_states(batches: Batches, world: int) -> list:
-    if world == 1:
-        return [batches.state()]
-    states = [None] * world
-    dist.all_gather_object(states, batches.state())
-    return states
+def _resolved(data) -> list[Path]:
+    return [Path(f).resolve() for f in resolve_sources(data)]
 
 
-def _check_ranks_in_sync(model) -> None:
+def _check_ranks_in_sync(model) -> bool:
     """DDP keeps replicas identical; verify it with a checksum of the weights on every rank."""
-    checksum = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().cpu()
-    sums = [None] * dist.get_world_size()
-    dist.all_gather_object(sums, checksum.item())
+    checksum = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().cpu().item()
+    sums = _gather(checksum, dist.get_world_size())
+    same = all(s == sums[0] for s in sums)
     if dist.get_rank() == 0:
-        same = all(s == sums[0] for s in sums)
         print(f"ranks in sync: {same} (weight checksums {sums})", file=sys.stderr)
+    return same
 
 
 def plot_if_possible(out: Path) -> None:
@@ -504,7 +688,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", nargs="+", help="corpus: a file, several files or a folder of .txt "
                    "(default: data/your_data.txt if present, else the Shakespeare corpus)")
     p.add_argument("--out", help="run folder (default: runs/<date-time>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint "
+                   "(same text, same tokenizer; a longer budget decays the LR on from where it stands)")
+    p.add_argument("--init-from", metavar="CHECKPOINT",
+                   help="fine-tune: start from this checkpoint or run folder's weights and tokenizer, with a fresh "
+                        "optimizer and schedule, in a new run folder (the model flags come from the checkpoint)")
     g = p.add_argument_group("model")
     for name in ("vocab_size", "block_size", "n_embd", "n_head", "n_layer"):
         g.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name), help=f"default {getattr(d, name)}")
@@ -527,7 +715,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--time-budget", type=float, help="seconds of training")
     g = p.add_argument_group("other")
     g.add_argument("--eval-interval", type=int, default=d.eval_interval)
-    g.add_argument("--eval-windows", type=int, default=d.eval_windows, help="val windows per periodic eval (the final eval uses all)")
+    g.add_argument("--eval-windows", type=int, default=d.eval_windows,
+                   help="the fixed val subset every eval scores (it alone decides best); the final eval also scores the whole split")
     g.add_argument("--final-eval-windows", type=int, default=None, help="val windows for the final eval (default: all)")
     g.add_argument("--log-interval", type=int, default=d.log_interval)
     g.add_argument("--seed", type=int, default=d.seed)
@@ -544,7 +733,7 @@ def run(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     summary = train(config_from_args(args), data=args.data, out=args.out, resume=args.resume,
-                    progress=not args.no_progress)
+                    init_from=args.init_from, progress=not args.no_progress)
     return 130 if summary["interrupted"] else 0
 
 
