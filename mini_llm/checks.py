@@ -228,8 +228,8 @@ def check_windows(fn, hidden: bool = False) -> Result:
     hidden_cases = [((other, 1), [([a], [b]) for a, b in zip(other, other[1:])]),
                     ((other, 3), [(other[t:t + 3], other[t + 1:t + 4]) for t in range(3)]),
                     (([1, 2], 2), [])]
-    return _check("windows", _on_copies(fn), cases, "window t is ids[t:t+T] and its target ids[t+1:t+T+1]; "
-                  "there are len(ids) - T of them.", lambda g, w: [(_ints(x), _ints(y)) for x, y in g] == w,
+    return _check("windows", _on_copies(fn), cases, "window t holds the T tokens from position t on; its target is the "
+                  "same span one position later, so the last window ends one token before the text does.", lambda g, w: [(_ints(x), _ints(y)) for x, y in g] == w,
                   hidden_cases=hidden_cases, hidden=hidden)
 
 
