@@ -8,6 +8,7 @@ which the grader always takes from the course, never from a submission, asserts 
 `Result.assert_passed()`.
 """
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -32,8 +33,21 @@ class Result:
 
 
 def _short(value, limit: int = 160) -> str:
-    text = repr(value.tolist() if isinstance(value, torch.Tensor) else value)
+    text = _describe(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _describe(value) -> str:
+    """Small tensors as lists; bigger ones as their shape and first values, rounded."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() <= 16:
+            return repr(value.tolist())
+        values = value.detach().double().flatten()[:4].tolist() if value.is_floating_point() else value.flatten()[:4].tolist()
+        return f"tensor{tuple(value.shape)} [" + ", ".join(f"{v:.4g}" for v in values) + ", ...]"
+    if isinstance(value, (tuple, list)) and len(value) > 1:
+        inner = ", ".join(_describe(v) for v in value)
+        return f"({inner})" if isinstance(value, tuple) else f"[{inner}]"
+    return repr(value)
 
 
 def _check(name: str, fn, cases, hint: str, same=lambda got, want: got == want, hidden_cases=(),
@@ -66,13 +80,52 @@ def _close(got, want, tol=1e-5) -> bool:
 # --- 01 tokenization --------------------------------------------------------------------------
 
 
+def _on_copies(fn):
+    """Call fn on deep copies, so a function that changes its inputs in place cannot change the
+    cases (expected values are computed before the call, from the untouched inputs)."""
+    return lambda *args: fn(*copy.deepcopy(args))
+
+
+def _ints(got) -> list[int]:
+    if isinstance(got, (str, dict)):
+        raise TypeError("expected a sequence of integers")
+    return [int(t) for t in (got.tolist() if isinstance(got, torch.Tensor) else got)]
+
+
+_VERSE = ("Shall I compare thee to a summer's day? Thou art more lovely and more temperate: "
+          "Rough winds do shake the darling buds of May, and summer's lease hath all too short a date; "
+          "Sometime too hot the eye of heaven shines, and often is his gold complexion dimm'd; "
+          "And every fair from fair sometime declines, by chance or nature's changing course untrimm'd.\n")
+
+
+def _bpe(text: str, vocab_size: int, min_frequency: int = 2):
+    from mini_llm.bpe import BPE
+
+    bpe = BPE()
+    bpe.train(text, vocab_size, min_frequency=min_frequency)
+    return bpe
+
+
+def _shuffled(merges: dict, seed: int) -> dict:
+    """The same merges in another dict order: the rank is the new id, not the position."""
+    import random
+
+    items = list(merges.items())
+    random.Random(seed).shuffle(items)
+    return dict(items)
+
+
 def check_pair_counts(fn, hidden: bool = False) -> Result:
     """fn(ids) -> {(a, b): count} of adjacent pairs."""
     cases = [(([1, 2, 3, 1, 2],), {(1, 2): 2, (2, 3): 1, (3, 1): 1}),
              (([97, 97, 97],), {(97, 97): 2}),
              (([5],), {})]
-    return _check("pair counts", fn, cases, "zip(ids, ids[1:]) walks over adjacent pairs; overlapping pairs count.",
-                  lambda g, w: dict(g) == w, hidden=hidden)
+    hidden_cases = [(([],), {}), (([7, 7, 7, 7, 8, 7, 7],), {(7, 7): 4, (7, 8): 1, (8, 7): 1}),
+                    ((list(b"hello hello"),), {(104, 101): 2, (101, 108): 2, (108, 108): 2, (108, 111): 2,
+                                               (111, 32): 1, (32, 104): 1})]
+    return _check("pair counts", _on_copies(fn), cases, "walk over neighbours (position i and i + 1); "
+                  "overlapping pairs count, so 'aaa' holds (a, a) twice.",
+                  lambda g, w: dict(g) == w, hidden_cases=hidden_cases, hidden=hidden)
 
 
 def check_merge(fn, hidden: bool = False) -> Result:
@@ -80,7 +133,87 @@ def check_merge(fn, hidden: bool = False) -> Result:
     cases = [(([1, 2, 3, 1, 2], (1, 2), 99), [99, 3, 99]),
              (([97, 97, 97], (97, 97), 256), [256, 97]),
              (([1, 3, 1], (1, 2), 7), [1, 3, 1])]
-    return _check("merge", fn, cases, "scan left to right; after a match skip both tokens (i += 2).", hidden=hidden)
+    hidden_cases = [(([], (1, 2), 5), []), (([2, 2, 2, 2], (2, 2), 9), [9, 9]), (([1, 2], (2, 1), 3), [1, 2]),
+                    (([4, 1, 2, 1, 2, 2], (1, 2), 300), [4, 300, 300, 2])]
+    return _check("merge", _on_copies(fn), cases, "scan left to right; after a match jump past both tokens, "
+                  "so 'aaa' becomes (aa) a, not two overlapping merges.",
+                  lambda g, w: _ints(g) == w, hidden_cases=hidden_cases, hidden=hidden)
+
+
+def check_bpe_encode(fn, hidden: bool = False) -> Result:
+    """fn(text, merges) -> ids: the UTF-8 bytes of text with the merges applied in rank order
+    (the rank of a merge is its new id; the dict may list them in any order)."""
+    wiki = {(97, 97): 256, (97, 98): 257, (256, 257): 258}
+    verse = _bpe(_VERSE, 330).merges
+
+    def case(text, merges, seed):
+        bpe = _bpe("a", 257)
+        bpe.merges = dict(merges)
+        return ((text, _shuffled(merges, seed)), bpe._encode_chunk(text))
+
+    cases = [(("aaabdaaabac", dict(reversed(list(wiki.items())))), [258, 100, 258, 97, 99]),
+             case("abracadabra", wiki, 1), case(" the summer", verse, 2)]
+    hidden_cases = [case("", wiki, 3), case("x", verse, 4), case("Thou art more lovely, thee!", verse, 5),
+                    case("fair from fair: déjà vu 👋", verse, 6), case("aaaaaaa", wiki, 7)]
+    return _check("BPE encode", _on_copies(fn), cases, "start from the text's UTF-8 bytes; among the pairs present, "
+                  "merge the one with the lowest new id first (it was learned first), and stop when no pair "
+                  "present is in merges. The dict's order is not the rank.",
+                  lambda g, w: _ints(g) == w, hidden_cases=hidden_cases, hidden=hidden)
+
+
+def check_stream_decode(fn, hidden: bool = False) -> Result:
+    """fn(ids, vocab) -> one string per id: the characters completed by that token ("" while a
+    multi-byte character is still incomplete)."""
+    byte_vocab = {i: bytes([i]) for i in range(256)}
+    verse = _bpe(_VERSE + "Ωж 👋 déjà ", 330).vocab
+
+    def case(text, vocab):
+        inverse = {b: i for i, b in vocab.items()}
+        ids, data = [], text.encode("utf-8")
+        while data:  # greedy longest match: any split into vocabulary pieces is a fine input
+            n = max(n for n in range(1, len(data) + 1) if data[:n] in inverse)
+            ids.append(inverse[data[:n]])
+            data = data[n:]
+        pieces, buffer = [], b""
+        for i in ids:
+            buffer += vocab[i]
+            for cut in range(len(buffer), -1, -1):
+                try:
+                    done = buffer[:cut].decode("utf-8")
+                    break
+                except UnicodeDecodeError:
+                    continue
+            pieces.append(done)
+            buffer = buffer[cut:]
+        return ((ids, vocab), pieces)
+
+    cases = [case("Ωж", byte_vocab), case("hi 👋!", byte_vocab), case("Thou art déjà", verse)]
+    hidden_cases = [case("", byte_vocab), case("abc", byte_vocab), case("日本語のテキスト", byte_vocab),
+                    case("Shall I compare thee 👋 Ωж", verse), case("é👋é", verse)]
+    return _check("stream decode", _on_copies(fn), cases, "keep the bytes that do not yet form whole characters in "
+                  "a buffer; after each token, hand out the longest prefix of the buffer that decodes as UTF-8 "
+                  "and keep the rest for the next token.",
+                  lambda g, w: [str(p) for p in g] == w and all(isinstance(p, str) for p in g),
+                  hidden_cases=hidden_cases, hidden=hidden)
+
+
+def check_unmerge(fn, hidden: bool = False) -> Result:
+    """fn(ids, merges) -> the byte values (0..255) that the tokens stand for, using only merges."""
+    wiki = {(97, 97): 256, (97, 98): 257, (256, 257): 258}
+    verse = _bpe(_VERSE, 330)
+
+    def case(text, bpe, seed):
+        ids = bpe.encode(text)
+        return ((ids, _shuffled(bpe.merges, seed)), list(text.encode("utf-8")))
+
+    cases = [(([258, 100, 258, 97, 99], wiki), list(b"aaabdaaabac")), (([258], wiki), list(b"aaab")),
+             case("summer's day", verse, 1)]
+    hidden_cases = [(([], wiki), []), (([97, 257, 256], wiki), list(b"aabaa")),
+                    case("Rough winds do shake the darling buds of May", verse, 2), case("fair déjà 👋", verse, 3)]
+    return _check("unmerge", _on_copies(fn), cases, "a token below 256 is a byte; any other token is the pair it was "
+                  "merged from, and each half may itself be a merged token: invert the merges dict and expand "
+                  "until only bytes are left.",
+                  lambda g, w: _ints(g) == w, hidden_cases=hidden_cases, hidden=hidden)
 
 
 # --- 02 datasets ------------------------------------------------------------------------------
@@ -91,16 +224,81 @@ def check_windows(fn, hidden: bool = False) -> Result:
     ids = [10, 11, 12, 13, 14]
     want = [([10, 11], [11, 12]), ([11, 12], [12, 13]), ([12, 13], [13, 14])]
     cases = [((ids, 2), want), ((ids, 4), [([10, 11, 12, 13], [11, 12, 13, 14])])]
-    return _check("windows", fn, cases, "window t is ids[t:t+T] and its target ids[t+1:t+T+1]; "
-                  "there are len(ids) - T of them.", lambda g, w: [(list(x), list(y)) for x, y in g] == w, hidden=hidden)
+    other = [5, 3, 8, 1, 9, 2]
+    hidden_cases = [((other, 1), [([a], [b]) for a, b in zip(other, other[1:])]),
+                    ((other, 3), [(other[t:t + 3], other[t + 1:t + 4]) for t in range(3)]),
+                    (([1, 2], 2), [])]
+    return _check("windows", _on_copies(fn), cases, "window t holds the T tokens from position t on; its target is the "
+                  "same span one position later, so the last window ends one token before the text does.", lambda g, w: [(_ints(x), _ints(y)) for x, y in g] == w,
+                  hidden_cases=hidden_cases, hidden=hidden)
 
 
 def check_split(fn, hidden: bool = False) -> Result:
     """fn(text, val_fraction) -> (train, val) with the cut at a line boundary before the fraction."""
+    from mini_llm.data import split_text
+
     text = "aaaa\nbbbb\ncccc\ndddd\neeee\n"
     cases = [((text, 0.2), ("aaaa\nbbbb\ncccc\ndddd\n", "eeee\n")),
              ((text, 0.5), ("aaaa\nbbbb\n", "cccc\ndddd\neeee\n"))]
-    return _check("split", fn, cases, "find the cut with text.rfind('\\n', 0, int(len(text) * (1 - frac))) + 1.", hidden=hidden)
+    hidden_cases = [((t, f), split_text(t, f)) for t, f in
+                    (("one\ntwo\nthree\nfour\nfive\nsix\n", 0.1), ("a\nbb\nccc\ndddd\n", 0.3), ("first line\nsecond\nthird line here\n", 0.25))]
+    return _check("split", _on_copies(fn), cases, "look for the last newline before the point (1 - fraction) of the "
+                  "way in; the cut goes just after it.", lambda g, w: tuple(g) == w,
+                  hidden_cases=hidden_cases, hidden=hidden)
+
+
+def check_count_windows(fn, hidden: bool = False) -> Result:
+    """fn(n_tokens, block_size, stride) -> how many (x, y) windows fit (what len(TextDataset) says)."""
+    from mini_llm.data import TextDataset
+
+    def case(n, T, s):
+        return ((n, T, s), len(TextDataset(range(n), T, s)) if n > T else 0)
+
+    cases = [case(20, 4, 1), case(20, 4, 4), case(20, 4, 3), case(5, 4, 1)]
+    hidden_cases = [case(4, 4, 1), case(3, 4, 2), case(1, 8, 1), case(21, 4, 4), case(100, 7, 10), case(129, 128, 128),
+                    case(1_000, 1, 1), case(1_000, 64, 1_000)]
+    hidden_cases.append(((10 ** 12, 128, 64), (10 ** 12 - 129) // 64 + 1))
+    return _check("count windows", _on_copies(fn), cases, "a window needs T + 1 tokens (inputs and the shifted "
+                  "target); starts go 0, stride, 2*stride, ... as long as the window still fits. "
+                  "A text shorter than T + 1 tokens has none.",
+                  lambda g, w: not isinstance(g, bool) and int(g) == g and int(g) == w,
+                  hidden_cases=hidden_cases, hidden=hidden)
+
+
+def _pair_equal(got, want) -> bool:
+    x, y = got
+    return all(torch.equal(torch.as_tensor(a).long(), b) for a, b in ((x, want[0]), (y, want[1])))
+
+
+def check_eval_windows(fn, hidden: bool = False) -> Result:
+    """fn(ids, block_size) -> x, y (N, T): non-overlapping windows over the whole 1-D tensor, in order."""
+    from mini_llm.data import eval_windows
+
+    def case(n, T, start=0):
+        ids = torch.arange(start, start + n)
+        return ((ids, T), eval_windows(ids.numpy(), T))
+
+    cases = [case(9, 4), case(10, 3, 100), case(13, 4)]
+    hidden_cases = [case(5, 4), case(2, 1, 7), case(101, 10), case(1_000, 16, 3), case(17, 4, 50)]
+    return _check("eval windows", _on_copies(fn), cases, "N = how many whole windows fit when each one needs its "
+                  "target's extra token; x is the first N*T ids viewed as (N, T), y the same one token later.",
+                  _pair_equal, hidden_cases=hidden_cases, hidden=hidden)
+
+
+def check_windows_at(fn, hidden: bool = False) -> Result:
+    """fn(data, starts, block_size) -> x, y (B, T): the windows starting at starts and their targets."""
+    from mini_llm.data import windows_at
+
+    def case(n, starts, T, seed=0):
+        data = torch.randperm(n, generator=torch.Generator().manual_seed(seed)) + 1000
+        starts = torch.tensor(starts)
+        return ((data, starts, T), windows_at(data, starts, T))
+
+    cases = [case(20, [0, 5], 4), case(12, [7, 7, 0], 3), case(30, [25], 4)]
+    hidden_cases = [case(50, [3, 1, 4, 1, 5], 8, 1), case(6, [0], 5, 2), case(100, list(range(0, 90, 9)), 10, 3)]
+    return _check("windows at", _on_copies(fn), cases, "row b of x is data[s:s+T] for s = starts[b]; y is the same "
+                  "window one token later. An index tensor of shape (B, T + 1) gathers them all at once.",
+                  _pair_equal, hidden_cases=hidden_cases, hidden=hidden)
 
 
 # --- 03 attention -----------------------------------------------------------------------------
@@ -109,23 +307,97 @@ def check_split(fn, hidden: bool = False) -> Result:
 def check_causal_mask(fn, hidden: bool = False) -> Result:
     """fn(T) -> (T, T) bool tensor, True where query t may attend to key s <= t."""
     cases = [((1,), torch.ones(1, 1, dtype=torch.bool)), ((4,), torch.ones(4, 4, dtype=torch.bool).tril())]
-    return _check("causal mask", fn, cases, "torch.ones(T, T).tril() keeps the lower triangle; make it bool.",
-                  lambda g, w: isinstance(g, torch.Tensor) and g.dtype == torch.bool and torch.equal(g, w), hidden=hidden)
+    hidden_cases = [((T,), torch.ones(T, T, dtype=torch.bool).tril()) for T in (2, 7, 32)]
+    return _check("causal mask", fn, cases, "keep the lower triangle (diagonal included) of a square of ones; "
+                  "the result must be a bool tensor.",
+                  lambda g, w: isinstance(g, torch.Tensor) and g.dtype == torch.bool and torch.equal(g, w),
+                  hidden_cases=hidden_cases, hidden=hidden)
+
+
+def _qkv(shape, seed, tk=None):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(*shape, generator=g)
+    kshape = shape if tk is None else (*shape[:-2], tk, shape[-1])
+    return q, torch.randn(*kshape, generator=g), torch.randn(*kshape, generator=g)
+
+
+def _out_and_weights(got, want) -> bool:
+    return len(got) == 2 and _close(got[0], want[0], 1e-5) and _close(got[1], want[1], 1e-5)
 
 
 def check_attention(fn, hidden: bool = False) -> Result:
     """fn(q, k, v, mask) -> (out, weights) of scaled dot-product attention."""
     from mini_llm.attention import attention, causal_mask
 
-    g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(2, 5, 8, generator=g) for _ in range(3))
-    cases = []
-    for mask in (None, causal_mask(5)):
-        out, w = attention(q, k, v, mask)
-        cases.append(((q, k, v, mask), (out, w)))
-    return _check("attention", fn, cases, "scores = q @ k.transpose(-2, -1) / sqrt(head size); masked_fill(~mask, "
-                  "-inf); softmax over the last dim; weights @ v.",
-                  lambda g_, w_: _close(g_[0], w_[0], 1e-5) and _close(g_[1], w_[1], 1e-5), hidden=hidden)
+    def case(shape, seed, masked):
+        q, k, v = _qkv(shape, seed)
+        mask = causal_mask(shape[-2]) if masked else None
+        return ((q, k, v, mask), attention(q, k, v, mask))
+
+    cases = [case((2, 5, 8), 0, False), case((2, 5, 8), 0, True)]
+    hidden_cases = [case((1, 1, 4), 1, True), case((2, 3, 6, 16), 2, True), case((3, 7, 2), 3, False)]
+    return _check("attention", _on_copies(fn), cases, "scores = queries times keys transposed, divided by the square "
+                  "root of the head size; masked positions get -inf before the softmax over the keys; the "
+                  "weights then average the values.", _out_and_weights, hidden_cases=hidden_cases, hidden=hidden)
+
+
+def check_local_attention(fn, hidden: bool = False) -> Result:
+    """fn(q, k, v, window) -> (out, weights): causal attention where query t sees only the last
+    `window` positions, t - window + 1 .. t."""
+    from mini_llm.attention import attention
+
+    def case(shape, window, seed):
+        q, k, v = _qkv(shape, seed)
+        T = shape[-2]
+        mask = torch.ones(T, T, dtype=torch.bool).tril() & torch.ones(T, T, dtype=torch.bool).triu(1 - window)
+        return ((q, k, v, window), attention(q, k, v, mask))
+
+    cases = [case((1, 6, 4), 2, 0), case((2, 5, 8), 3, 1), case((2, 4, 8), 4, 2)]
+    hidden_cases = [case((1, 5, 4), 1, 3), case((2, 2, 7, 16), 3, 4), case((1, 6, 4), 10, 5)]
+    return _check("local attention", _on_copies(fn), cases, "it is the causal mask minus the keys that are too old: "
+                  "key s is visible to query t when t - window < s <= t. With window 1 each token sees only itself.",
+                  _out_and_weights, hidden_cases=hidden_cases, hidden=hidden)
+
+
+def check_decode_attention(fn, hidden: bool = False) -> Result:
+    """fn(q, k, v) -> (out, weights) where q holds the LAST Tq of Tk positions (a KV-cache step):
+    query i sits at position Tk - Tq + i and sees every key up to there."""
+    from mini_llm.attention import attention
+
+    def case(shape, tk, seed):
+        q, k, v = _qkv(shape, seed, tk)
+        tq = shape[-2]
+        mask = torch.ones(tq, tk, dtype=torch.bool).tril(tk - tq)
+        return ((q, k, v), attention(q, k, v, mask))
+
+    cases = [case((1, 1, 4), 5, 0), case((2, 3, 8), 6, 1), case((2, 4, 8), 4, 2)]
+    hidden_cases = [case((1, 1, 4), 1, 3), case((2, 2, 2, 16), 9, 4), case((1, 5, 4), 7, 5)]
+    return _check("decode attention", _on_copies(fn), cases, "the mask is the causal one aligned to the bottom right: "
+                  "the last query sees every key, the one before it all but the last key, and so on "
+                  "(is_causal=True aligns it top left, which is the bug).",
+                  _out_and_weights, hidden_cases=hidden_cases, hidden=hidden)
+
+
+def check_head_weights(fn, hidden: bool = False) -> Result:
+    """fn(c_attn_weight, n_head) -> per head (Wq, Wk, Wv), each (hs, C): the rows of the fused
+    (3C, C) weight that head h uses."""
+
+    def case(C, nh, seed):
+        w = torch.randn(3 * C, C, generator=torch.Generator().manual_seed(seed))
+        hs = C // nh
+        want = [tuple(w[part * C + h * hs: part * C + (h + 1) * hs] for part in range(3)) for h in range(nh)]
+        return ((w, nh), want)
+
+    def same(got, want):
+        got = list(got)
+        return len(got) == len(want) and all(
+            len(g) == 3 and all(_close(a, b, 0) for a, b in zip(g, w)) for g, w in zip(got, want))
+
+    cases = [case(4, 2, 0), case(8, 4, 1), case(6, 1, 2)]
+    hidden_cases = [case(12, 3, 3), case(32, 4, 4), case(2, 2, 5)]
+    return _check("head weights", _on_copies(fn), cases, "c_attn's output rows are [all queries | all keys | all "
+                  "values], C rows each; inside each block, head h owns rows h*hs to (h+1)*hs.",
+                  same, hidden_cases=hidden_cases, hidden=hidden)
 
 
 # --- 04 minigpt -------------------------------------------------------------------------------
