@@ -24,7 +24,7 @@ from mini_llm.paths import data_dir, display
 from mini_llm.tokenizer import (check_vocab_size, encode_fast, load_tokenizer, save_tokenizer,
                                 tokenizer_hash, train_tokenizer_from_text)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: pieces cut only where encoding is unchanged (caches made by 1 hold stray `ĊĊ` ids)
 
 
 def token_dtype(vocab_size: int):
