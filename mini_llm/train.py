@@ -365,17 +365,18 @@ def _optimizer_step(run: Run, lr: float) -> torch.Tensor:
     return loss_sum / cfg.grad_accum
 
 
-def _evaluate_and_save(run: Run) -> dict:
-    """The periodic eval on the fixed val subset; a better loss is the new `best`; `last` always."""
+def _evaluate_and_save(run: Run, save_last: bool = True) -> dict:
+    """The periodic eval on the fixed val subset; a better loss is the new `best`; then `last`."""
     result = _from_rank0(_run_eval(run, run.cfg.eval_windows) if run.rank == 0 else None, run.world)
     _write_metrics(run, {"step": run.state.step, **result, "subset": True})
     run.shown["val"] = f"{result['val_loss']:.3f}"
     if result["val_loss"] < run.state.best_val:
         run.state.best_val = result["val_loss"]
         _save(run, "best", {"val": result})
-    _save(run, "last")
-    if run.rank == 0:
-        plot_if_possible(run.out)
+    if save_last:
+        _save(run, "last")
+        if run.rank == 0:
+            plot_if_possible(run.out)
     return result
 
 
@@ -386,10 +387,10 @@ def _finish(run: Run, interrupted: bool, clock: _Clock, start_step: int, tokens_
     in_sync = _check_ranks_in_sync(run.model) if run.world > 1 else True
     final = {}
     if not interrupted:
-        if state.step % cfg.eval_interval:  # not evaluated at this step yet
-            _evaluate_and_save(run)
+        if state.step % cfg.eval_interval:  # the subset not scored at this step yet: it may still win `best`
+            _evaluate_and_save(run, save_last=False)
         final = _from_rank0(_run_eval(run, cfg.final_eval_windows) if run.rank == 0 else None, run.world)
-        _write_metrics(run, {"step": state.step, **final, "subset": cfg.final_eval_windows is not None})
+        _write_metrics(run, {"step": state.step, **final, "subset": False})  # reported, never compared with the subset
     _save(run, "last", {"val": final} if final else None)
     if run.rank == 0:
         plot_if_possible(run.out)
