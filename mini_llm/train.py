@@ -243,6 +243,10 @@ class Run:
     shown: dict = field(default_factory=dict)  # what the progress bar shows after the bar
 
     @property
+    def tokens_per_step(self) -> int:
+        return self.cfg.batch_size * self.cfg.block_size * self.cfg.grad_accum * self.world
+
+    @property
     def chars_per_token(self) -> float:
         return self.prepared.meta.get("val_chars", 1) / max(1, self.prepared.meta.get("val_tokens", 1))
 
@@ -270,8 +274,7 @@ def train(cfg: TrainConfig, data=None, out: Path | str | None = None, resume: bo
 
 def _loop(run: Run, log, progress: bool, on_step) -> dict:
     cfg, state = run.cfg, run.state
-    tokens_per_step = cfg.batch_size * cfg.block_size * cfg.grad_accum * run.world
-    _log_header(run, tokens_per_step, log)
+    _log_header(run, log)
     clock = _Clock(state.train_seconds)
     bar = _progress_bar(run, progress)
     speed = _Speed()
@@ -284,12 +287,13 @@ def _loop(run: Run, log, progress: bool, on_step) -> dict:
             lr = state.plan.lr(state.step, seconds, cfg)
             loss = _optimizer_step(run, lr)
             state.step += 1
-            state.tokens_seen += tokens_per_step
-            speed.add(tokens_per_step)
+            state.tokens_seen += run.tokens_per_step
+            speed.add(run.tokens_per_step)
             if on_step is not None:
                 on_step(state.step, loss)
             if state.step % cfg.log_interval == 0 or state.step == state.plan.total_steps:
-                _log_step(run, bar, speed, loss.item(), lr, clock.seconds(), progress and state.step - start_step == 2 * cfg.log_interval)
+                hint = progress and state.step - start_step == 2 * cfg.log_interval  # what an epoch will cost
+                _log_step(run, bar, speed, loss.item(), lr, clock.seconds(), hint)
             bar.update(int(clock.seconds()) - bar.n if state.plan.total_steps is None else 1)
             if state.step % cfg.eval_interval == 0:
                 state.train_seconds = clock.seconds()
@@ -301,7 +305,7 @@ def _loop(run: Run, log, progress: bool, on_step) -> dict:
         log(f"\ninterrupted at step {state.step}: saving {display(run.out / 'last')} ...")
     bar.close()
     state.train_seconds = clock.seconds()
-    return _finish(run, interrupted, clock, start_step, tokens_per_step, log)
+    return _finish(run, interrupted, clock, start_step, log)
 
 
 class _Clock:
@@ -380,7 +384,7 @@ def _evaluate_and_save(run: Run, save_last: bool = True) -> dict:
     return result
 
 
-def _finish(run: Run, interrupted: bool, clock: _Clock, start_step: int, tokens_per_step: int, log) -> dict:
+def _finish(run: Run, interrupted: bool, clock: _Clock, start_step: int, log) -> dict:
     """Final evals (the subset, which can still win `best`, and the whole split, reported), the
     last checkpoint, the plot, the summary and what to do next."""
     cfg, state = run.cfg, run.state
@@ -396,7 +400,7 @@ def _finish(run: Run, interrupted: bool, clock: _Clock, start_step: int, tokens_
         plot_if_possible(run.out)
     seconds = clock.session()
     summary = {"run": str(run.out), "steps": state.step, "tokens_seen": state.tokens_seen, "seconds": seconds,
-               "tokens_per_s": (state.step - start_step) * tokens_per_step / max(seconds, 1e-9),
+               "tokens_per_s": (state.step - start_step) * run.tokens_per_step / max(seconds, 1e-9),
                "best_val_loss": state.best_val, "interrupted": interrupted, "ranks_in_sync": in_sync, **final}
     if final:
         log(f"done: {state.step:,} steps in {seconds:.0f} s | val loss {final['val_loss']:.3f} | "
@@ -510,7 +514,7 @@ def _fine_tune_config(cfg: TrainConfig, source: Path) -> TrainConfig:
     return TrainConfig(**dict(asdict(cfg), **arch))
 
 
-def _log_header(run: Run, tokens_per_step: int, log) -> None:
+def _log_header(run: Run, log) -> None:
     cfg, plan = run.cfg, run.state.plan
     rules = [f"{plan.total_steps:,} steps"] if plan.total_steps else []
     rules += [f"{plan.time_budget:g} s of training"] if plan.time_budget else []
@@ -518,7 +522,7 @@ def _log_header(run: Run, tokens_per_step: int, log) -> None:
         f"{cfg.block_size} | {cfg.n_layer} layers x {cfg.n_head} heads x {cfg.n_embd} wide")
     log(f"device: {run.device}{f' x {run.world} processes (DDP)' if run.world > 1 else ''} | "
         f"precision: {'bf16 autocast' if run.device.type == 'cuda' else 'fp32'}")
-    log(f"data: {len(run.prepared.train):,} train / {len(run.prepared.val):,} val tokens | {tokens_per_step:,} tokens "
+    log(f"data: {len(run.prepared.train):,} train / {len(run.prepared.val):,} val tokens | {run.tokens_per_step:,} tokens "
         f"per step | {run.batches.steps_per_epoch:,} steps per epoch | stop at {' or '.join(rules)}")
     log(f"run folder: {display(run.out)}")
 
@@ -543,8 +547,7 @@ def _log_step(run: Run, bar, speed: _Speed, loss: float, lr: float, seconds: flo
         run.shown["step"] = run.state.step
     bar.set_postfix(run.shown, refresh=False)
     if hint:
-        epoch_hint(run.batches.steps_per_epoch, run.cfg.batch_size * run.cfg.block_size * run.cfg.grad_accum * run.world,
-                   tok_s)
+        epoch_hint(run.batches.steps_per_epoch, run.tokens_per_step, tok_s)
 
 
 def _run_eval(run: Run, max_windows: int | None) -> dict:
