@@ -44,12 +44,13 @@ _DEF = re.compile(r"^def\s+(\w+)\s*\(", re.M)
 
 def strip_solutions(source: str) -> str:
     """Replace each solution region (markers included) by `raise NotImplementedError()`."""
-    return _SOLUTION.sub(lambda m: f"{m.group(1)}raise NotImplementedError()\n", source)
+    return _SOLUTION.sub(lambda m: f"{m.group(1)}raise NotImplementedError()" + "\n" * m.group(0).endswith("\n"), source)
 
 
 def strip_hidden_tests(source: str) -> str:
     """Remove each hidden-test region, markers included (and the newline left dangling before it)."""
-    return _HIDDEN.sub("", source).rstrip("\n")
+    stripped = _HIDDEN.sub("", source)
+    return stripped.rstrip("\n") if stripped != source else source
 
 
 # --- the structure of a notebook's exercises --------------------------------------------------

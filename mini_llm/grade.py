@@ -173,7 +173,9 @@ def import_lines(cells) -> list[str]:
 
 
 def _clean(source: str) -> str:
-    return "\n".join(line.rstrip() for line in source.strip().splitlines())
+    """A cell's code without comments and blank lines: to tell an untouched solution cell (nbgrader's
+    release adds `# YOUR CODE HERE`)."""
+    return "\n".join(line.rstrip() for line in source.splitlines() if line.strip() and not line.strip().startswith("#"))
 
 
 @dataclass

@@ -1,0 +1,140 @@
+"""The exercise protocol in nbgrader's terms: stamped metadata, and nbgrader itself on the course.
+
+nbgrader comes with the `teach` extra (CI installs it); without it only its test is skipped.
+"""
+
+import os
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+from mini_llm.exercises import BEGIN, BEGIN_HIDDEN, exercises_in, stamp, student_copy
+from mini_llm.grade import import_lines
+from tests.conftest import REPO
+
+NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def protocol_notebook(points_comment=""):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# Title"),
+                nbformat.v4.new_code_cell("import torch"),
+                nbformat.v4.new_markdown_cell("**Exercise 1.** Crop."),
+                nbformat.v4.new_code_cell("def crop(ids, block_size):\n    ### BEGIN SOLUTION\n    return ids[-block_size:]\n"
+                                          "    ### END SOLUTION"),
+                nbformat.v4.new_code_cell(f"{points_comment}from mini_llm.checks import check_crop\n\ncheck_crop(crop)\n"
+                                          "### BEGIN HIDDEN TESTS\ncheck_crop(crop, hidden=True).assert_passed()\n### END HIDDEN TESTS"),
+                nbformat.v4.new_code_cell("print('after')")]
+    return nb
+
+
+def test_stamp_derives_nbgrader_metadata_from_the_cells():
+    nb = protocol_notebook()
+    nb.cells[5].metadata["nbgrader"] = {"grade": True, "grade_id": "stale", "points": 3}
+    assert stamp(nb)
+    meta = [c.metadata.get("nbgrader") for c in nb.cells]
+    assert meta[0] is None and meta[1] is None and meta[5] is None
+    assert meta[2] == {"grade": False, "grade_id": "crop_task", "locked": True, "schema_version": 3, "solution": False, "task": False}
+    assert meta[3] == {"grade": False, "grade_id": "crop_solution", "locked": False, "schema_version": 3, "solution": True,
+                       "task": False}
+    assert meta[4] == {"grade": True, "grade_id": "crop", "locked": True, "points": 1, "schema_version": 3,
+                       "solution": False, "task": False}
+    assert not stamp(nb)  # stamping twice changes nothing
+    worth_two = protocol_notebook("# points: 2\n")
+    stamp(worth_two)
+    assert worth_two.cells[4].metadata["nbgrader"]["points"] == 2
+    assert [e.grade_id for e in exercises_in(worth_two)] == ["crop"] and exercises_in(worth_two)[0].points == 2.0
+
+
+def test_student_copy_of_a_protocol_notebook():
+    copy = student_copy(protocol_notebook())
+    assert copy.cells[3].source == "def crop(ids, block_size):\n    raise NotImplementedError()"
+    assert copy.cells[4].source == "from mini_llm.checks import check_crop\n\ncheck_crop(crop)"
+    assert copy.cells[4].metadata["editable"] is False and copy.cells[4].metadata["nbgrader"]["grade_id"] == "crop"
+    assert copy.cells[2].metadata["editable"] is False and copy.cells[3].metadata["deletable"] is False
+    assert "editable" not in copy.cells[3].metadata
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_notebook_is_stamped(path):
+    nb = nbformat.read(path, as_version=4)
+    assert not stamp(nb), f"run: python -m mini_llm.exercises stamp notebooks/{path.name}"
+
+
+def _follows_the_protocol(path):
+    nb = nbformat.read(path, as_version=4)
+    if not any(BEGIN_HIDDEN in c.source for c in nb.cells):
+        pytest.skip(f"{path.name} has no check cell with hidden tests yet (not converted to the exercise protocol)")
+    return nb
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_solution_cell_is_an_exercise(path):
+    nb = _follows_the_protocol(path)
+    solutions = [i for i, c in enumerate(nb.cells) if BEGIN in c.source]
+    found = exercises_in(nb)
+    assert sorted(e.solution for e in found) == solutions
+    assert len(found) >= 2 and all(e.task is not None for e in found)
+
+
+# --- nbgrader itself ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def nbgrader_course(tmp_path_factory):
+    """An nbgrader course with one assignment per protocol notebook, released with generate_assignment."""
+    pytest.importorskip("nbgrader", reason="nbgrader is not installed (pip install -e '.[teach]')")
+    root = tmp_path_factory.mktemp("nbgrader")
+    names = []
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        if any(BEGIN_HIDDEN in c.source for c in nb.cells):
+            (root / "source" / path.stem).mkdir(parents=True)
+            nbformat.write(nb, root / "source" / path.stem / path.name)
+            names.append(path.stem)
+    for name in names:
+        proc = subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", name, "--force"], cwd=root,
+                              capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(REPO)))
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    return root, names
+
+
+def exercise_part(src, dst):
+    """The cells nbgrader grades (task, solution and test cells) after the notebook's imports: what
+    `nbgrader validate` needs to run here (the whole notebooks run under nbval)."""
+    nb = nbformat.read(src, as_version=4)
+    graded = [c for c in nb.cells if "nbgrader" in c.metadata]
+    body = [c for c in nb.cells if c.cell_type == "code" and "nbgrader" not in c.metadata]
+    nb.cells = [nbformat.v4.new_code_cell("\n".join(import_lines(body)))] + graded
+    nbformat.write(nb, dst)
+    return dst
+
+
+def test_release_has_no_solutions_and_no_hidden_tests(nbgrader_course):
+    root, names = nbgrader_course
+    assert len(names) >= 4
+    for name in names:
+        release = nbformat.read(root / "release" / name / f"{name}.ipynb", as_version=4)
+        text = "\n".join(c.source for c in release.cells)
+        assert "BEGIN SOLUTION" not in text and "HIDDEN TESTS" not in text and "hidden=True" not in text
+        source = nbformat.read(root / "source" / name / f"{name}.ipynb", as_version=4)
+        ids = [(e.grade_id, e.points) for e in exercises_in(source)]
+        tests = [(c.metadata.nbgrader.grade_id, c.metadata.nbgrader.points) for c in release.cells
+                 if c.metadata.get("nbgrader", {}).get("grade")]
+        assert tests == ids and len(ids) >= 2
+
+
+def test_nbgrader_validate_passes_the_source_and_fails_the_release(nbgrader_course, tmp_path):
+    from nbgrader.validator import Validator
+
+    root, names = nbgrader_course
+    for name in names:
+        source = exercise_part(root / "source" / name / f"{name}.ipynb", tmp_path / f"source_{name}.ipynb")
+        release = exercise_part(root / "release" / name / f"{name}.ipynb", tmp_path / f"release_{name}.ipynb")
+        assert Validator().validate(str(source)) == {}, name
+        assert Validator(invert=True).validate(str(release)) == {}, name  # no test cell passes unsolved
+        failed = Validator().validate(str(release))["failed"]
+        assert len(failed) == len(exercises_in(nbformat.read(source, as_version=4))), name
+        assert all("not written yet" in f["raw_error"] for f in failed), failed
