@@ -199,7 +199,7 @@ def check_top_k(fn, hidden: bool = False) -> Result:
     cases = [((logits, 2), torch.tensor([inf, 3.0, inf, inf, 4.0])),
              ((logits, 1), torch.tensor([inf, inf, inf, inf, 4.0])),
              ((logits, 10), logits.clone())]
-    other = torch.tensor([0.3, -2.0, 5.0, 3.0, 3.5, -1.0, 0.0])
+    other = torch.tensor([0.25, -2.0, 5.0, 3.0, 3.5, -1.0, 0.0])
     hidden_cases = [((other, 3), torch.tensor([inf, inf, 5.0, 3.0, 3.5, inf, inf])),
                     ((other, 7), other.clone()),
                     ((-other, 2), torch.tensor([inf, 2.0, inf, inf, inf, 1.0, inf]))]

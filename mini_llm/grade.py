@@ -359,7 +359,7 @@ def grade_one(sub: Submission, course: CourseNotebook, timeout: float, full: boo
         out.status = f"error: not a readable notebook ({type(e).__name__}: {first})"
         return out
     if not any(the_plan.attempted.values()):
-        out.status = "not attempted" if course.exercises else "graded"
+        out.status = "not attempted" if course.exercises else "no exercises"
         out.feedback = [(e.grade_id, 0.0, e.points, the_plan.notes.get(e.grade_id, "not attempted (the solution cell is unchanged)"))
                         for e in course.exercises]
         return out
