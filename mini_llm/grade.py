@@ -189,6 +189,12 @@ class Plan:
     full: bool
     why_full: str = ""
 
+    def where(self, index: int) -> str:
+        """A cell of the graded notebook as a teacher knows it."""
+        for gid in self.tests:
+            if index in (self.tests[gid], self.solutions[gid]):
+                return f"exercise {gid}"
+        return f"cell {index + 1} of the notebook" if self.full else "the notebook's imports"
 
 def student_solutions(student_nb, exercises) -> dict[str, str | None]:
     """grade_id -> the student's solution cell source (None when no cell can be found)."""
@@ -262,9 +268,9 @@ def plan(course: CourseNotebook, student_nb, full: bool = False) -> Plan:
 # --- running it -------------------------------------------------------------------------------
 
 
-def execute(nb, timeout: float, workdir: Path, threads: int = 1) -> tuple[set[int], str]:
+def execute(nb, timeout: float, workdir: Path, threads: int = 1) -> tuple[set[int], str, int | None]:
     """Run nb's code cells in a fresh kernel (errors do not stop it) within `timeout` seconds in
-    all. Returns (indices of the cells that finished, status)."""
+    all. Returns (indices of the cells that finished, status, the cell running when it stopped)."""
     from nbclient import NotebookClient
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
@@ -288,10 +294,10 @@ def execute(nb, timeout: float, workdir: Path, threads: int = 1) -> tuple[set[in
                 client.execute_cell(cell, index)
                 done.add(index)
     except (CellTimeoutError, TimeoutError):
-        return done, f"timeout: still running after {timeout:g} s (cell {current + 1})"
+        return done, f"timeout: still running after {timeout:g} s", current
     except DeadKernelError:
-        return done, f"error: the kernel died in cell {current + 1 if current is not None else '?'}"
-    return done, "graded"
+        return done, "error: the kernel died", current
+    return done, "graded", None
 
 
 @dataclass
@@ -365,9 +371,11 @@ def grade_one(sub: Submission, course: CourseNotebook, timeout: float, full: boo
         return out
     try:
         with tempfile.TemporaryDirectory(prefix="mini-llm-grade-") as workdir:
-            done, out.status = execute(the_plan.nb, timeout, Path(workdir), threads)
+            done, out.status, stopped = execute(the_plan.nb, timeout, Path(workdir), threads)
     except Exception as e:  # a kernel that would not start, or anything else: this row only
-        done, out.status = set(), f"error: {type(e).__name__}: {str(e).strip()[:120]}"
+        done, out.status, stopped = set(), f"error: {type(e).__name__}: {str(e).strip()[:120]}", None
+    if stopped is not None:
+        out.status += f" in {the_plan.where(stopped)}"
     for ex in course.exercises:
         got, message = score(the_plan, ex, done)
         out.scores[ex.grade_id] = got
