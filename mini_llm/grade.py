@@ -196,6 +196,7 @@ class Plan:
                 return f"exercise {gid}"
         return f"cell {index + 1} of the notebook" if self.full else "the notebook's imports"
 
+
 def student_solutions(student_nb, exercises) -> dict[str, str | None]:
     """grade_id -> the student's solution cell source (None when no cell can be found)."""
     code = [c for c in student_nb.cells if c.cell_type == "code"]

@@ -12,7 +12,7 @@ import pytest
 
 from mini_llm.exercises import BEGIN, BEGIN_HIDDEN, exercises_in, stamp, student_copy
 from mini_llm.grade import import_lines
-from tests.conftest import REPO
+from tests.conftest import REPO, one_error_line, run_cli
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
@@ -55,6 +55,16 @@ def test_student_copy_of_a_protocol_notebook():
     assert copy.cells[4].metadata["editable"] is False and copy.cells[4].metadata["nbgrader"]["grade_id"] == "crop"
     assert copy.cells[2].metadata["editable"] is False and copy.cells[3].metadata["deletable"] is False
     assert "editable" not in copy.cells[3].metadata
+
+
+def test_stamp_command(tmp_path):
+    path = tmp_path / "01_x.ipynb"
+    nbformat.write(protocol_notebook(), path)
+    first = run_cli("stamp", path, module="mini_llm.exercises")
+    assert first.returncode == 0 and "1 changed" in first.stdout.decode(), first.stderr.decode()
+    assert nbformat.read(path, as_version=4).cells[4].metadata["nbgrader"]["grade_id"] == "crop"
+    assert "0 changed" in run_cli("stamp", path, module="mini_llm.exercises").stdout.decode()
+    assert "no such notebook" in one_error_line(run_cli("stamp", tmp_path / "nope.ipynb", module="mini_llm.exercises"))
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
