@@ -491,7 +491,7 @@ def run(args) -> int:
                         "STUDENT__NOTEBOOK.ipynb files)")
     if not args.timeout > 0:
         raise UserError(f"--timeout must be a positive number of seconds, got {args.timeout:g}")
-    jobs = args.jobs or os.cpu_count() or 1
+    jobs = (os.cpu_count() or 1) if args.jobs is None else args.jobs
     if jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {args.jobs}")
     out = Path(args.out)

@@ -94,21 +94,21 @@ def test_every_solution_cell_is_an_exercise(path):
 
 @pytest.fixture(scope="module")
 def nbgrader_course(tmp_path_factory):
-    """An nbgrader course with one assignment per protocol notebook, released with generate_assignment."""
+    """An nbgrader course whose assignment `course` holds every protocol notebook, released with
+    `nbgrader generate_assignment`."""
     pytest.importorskip("nbgrader", reason="nbgrader is not installed (pip install -e '.[teach]')")
     root = tmp_path_factory.mktemp("nbgrader")
+    (root / "source" / "course").mkdir(parents=True)
     names = []
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
         if any(BEGIN_HIDDEN in c.source for c in nb.cells):
-            (root / "source" / path.stem).mkdir(parents=True)
-            nbformat.write(nb, root / "source" / path.stem / path.name)
+            nbformat.write(nb, root / "source" / "course" / path.name)
             names.append(path.stem)
-    for name in names:
-        proc = subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", name, "--force"], cwd=root,
-                              capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(REPO)))
-        assert proc.returncode == 0, proc.stderr[-2000:]
-    return root, names
+    proc = subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", "course", "--force"], cwd=root,
+                          capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return root / "source" / "course", root / "release" / "course", names
 
 
 def exercise_part(src, dst):
@@ -123,28 +123,40 @@ def exercise_part(src, dst):
 
 
 def test_release_has_no_solutions_and_no_hidden_tests(nbgrader_course):
-    root, names = nbgrader_course
+    sources, releases, names = nbgrader_course
     assert len(names) >= 4
     for name in names:
-        release = nbformat.read(root / "release" / name / f"{name}.ipynb", as_version=4)
+        release = nbformat.read(releases / f"{name}.ipynb", as_version=4)
         text = "\n".join(c.source for c in release.cells)
         assert "BEGIN SOLUTION" not in text and "HIDDEN TESTS" not in text and "hidden=True" not in text
-        source = nbformat.read(root / "source" / name / f"{name}.ipynb", as_version=4)
+        source = nbformat.read(sources / f"{name}.ipynb", as_version=4)
         ids = [(e.grade_id, e.points) for e in exercises_in(source)]
         tests = [(c.metadata.nbgrader.grade_id, c.metadata.nbgrader.points) for c in release.cells
                  if c.metadata.get("nbgrader", {}).get("grade")]
         assert tests == ids and len(ids) >= 2
 
 
-def test_nbgrader_validate_passes_the_source_and_fails_the_release(nbgrader_course, tmp_path):
+def validate(source, release):
+    """(exercises, validate source, validate --invert release, validate release) for one notebook."""
     from nbgrader.validator import Validator
 
-    root, names = nbgrader_course
-    for name in names:
-        source = exercise_part(root / "source" / name / f"{name}.ipynb", tmp_path / f"source_{name}.ipynb")
-        release = exercise_part(root / "release" / name / f"{name}.ipynb", tmp_path / f"release_{name}.ipynb")
-        assert Validator().validate(str(source)) == {}, name
-        assert Validator(invert=True).validate(str(release)) == {}, name  # no test cell passes unsolved
-        failed = Validator().validate(str(release))["failed"]
-        assert len(failed) == len(exercises_in(nbformat.read(source, as_version=4))), name
-        assert all("not written yet" in f["raw_error"] for f in failed), failed
+    n = len(exercises_in(nbformat.read(source, as_version=4)))
+    return n, Validator().validate(str(source)), Validator(invert=True).validate(str(release)), \
+        Validator().validate(str(release))
+
+
+def test_nbgrader_validate_passes_the_source_and_fails_the_release(nbgrader_course, tmp_path):
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    sources, releases, names = nbgrader_course
+    pairs = [(exercise_part(sources / f"{name}.ipynb", tmp_path / f"source_{name}.ipynb"),
+              exercise_part(releases / f"{name}.ipynb", tmp_path / f"release_{name}.ipynb")) for name in names]
+    # processes, not threads: nbgrader sets environment variables while it validates
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        results = list(pool.map(validate, *zip(*pairs)))
+    for name, (n, source, release_inverted, release) in zip(names, results):
+        assert source == {}, (name, source)
+        assert release_inverted == {}, (name, release_inverted)  # --invert: no check passes unsolved
+        assert len(release["failed"]) == n, (name, release)
+        assert all("not written yet" in f["raw_error"] for f in release["failed"]), release
