@@ -395,9 +395,13 @@ def grade_all(subs: list[Submission], course, timeout: float, jobs: int, full: b
     with ThreadPoolExecutor(max_workers=jobs) as pool, \
             tqdm(total=len(subs), desc="grading", unit="notebook", disable=not progress) as bar:
         futures = [pool.submit(grade_one, s, course[s.notebook], timeout, full, threads) for s in subs]
-        for future in as_completed(futures):
-            outcomes.append(future.result())
-            bar.update()
+        try:
+            for future in as_completed(futures):
+                outcomes.append(future.result())
+                bar.update()
+        except KeyboardInterrupt:  # start nothing new; the kernels running now end within their timeout
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
     return sorted(outcomes, key=lambda o: (o.student, o.notebook))
 
 
