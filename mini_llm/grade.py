@@ -172,6 +172,23 @@ def import_lines(cells) -> list[str]:
     return lines
 
 
+def _body(cells, exercise_cells) -> list:
+    return [c for i, c in enumerate(cells) if c.cell_type == "code" and i not in exercise_cells]
+
+
+def needed_from_body(cells, exercise_cells) -> list[str]:
+    """Names the exercise cells read that only the rest of the notebook defines (not its imports):
+    when there are any, the whole notebook must run."""
+    body = _body(cells, exercise_cells)
+    need, have = set(), names("\n".join(import_lines(body)))[1]
+    for i in exercise_cells:
+        read, bound = names(cells[i].source)
+        need |= read
+        have |= bound
+    defined = set().union(*(names(c.source)[1] for c in body))
+    return sorted((need - have - set(dir(builtins)) - _IPYTHON_NAMES) & defined)
+
+
 def _clean(source: str) -> str:
     """A cell's code without comments and blank lines: to tell an untouched solution cell (nbgrader's
     release adds `# YOUR CODE HERE`)."""
@@ -238,17 +255,9 @@ def plan(course: CourseNotebook, student_nb, full: bool = False) -> Plan:
         template.cells[ex.test].source = _guard(ex.grade_id) + template.cells[ex.test].source
 
     exercise_cells = sorted({i for ex in exercises for i in (ex.solution, ex.test)})
-    body = [c for i, c in enumerate(template.cells) if c.cell_type == "code" and i not in exercise_cells]
-    setup = "\n".join(import_lines(body))
     why = ""
     if not full:
-        need, have = set(), set(names(setup)[1])
-        for i in exercise_cells:
-            read, bound = names(template.cells[i].source)
-            need |= read
-            have |= bound
-        body_names = set().union(*(names(c.source)[1] for c in body)) if body else set()
-        from_body = sorted((need - have - set(dir(builtins)) - _IPYTHON_NAMES) & body_names)
+        from_body = needed_from_body(template.cells, exercise_cells)
         if from_body:
             full, why = True, f"the exercises use {', '.join(from_body)} from other cells of the notebook"
 
@@ -256,6 +265,7 @@ def plan(course: CourseNotebook, student_nb, full: bool = False) -> Plan:
         cells = template.cells
         index = {i: i for i in range(len(cells))}
     else:
+        setup = "\n".join(import_lines(_body(template.cells, exercise_cells)))
         cells = [nbformat.v4.new_code_cell(setup)] + [template.cells[i] for i in exercise_cells]
         index = {i: k + 1 for k, i in enumerate(exercise_cells)}
     for cell in cells:
