@@ -11,10 +11,10 @@ so an edited or deleted check cannot pass. It runs in a fresh kernel in a scratc
 a time limit for the whole notebook. An exercise scores its points when its check cell runs
 without raising (public and hidden cases pass), else 0, with the check's message as feedback.
 
-What runs. The exercises only need the notebook's imports, so by default the kernel runs those
-and the exercise cells (seconds per notebook). When a solution uses a name that some other
-cell of the course defines (a model, a tokenizer...), or with --full, the whole notebook runs,
-as nbgrader's autograde would (as long as the notebook takes: up to a few minutes).
+What runs. The notebook's imports and its exercise cells (seconds per notebook), unless a
+solution or a check uses a name that some other cell of the course defines (a function built
+earlier, a model...): then, and always with --full, the whole notebook runs, as nbgrader's
+autograde would (as long as the notebook takes: up to a few minutes).
 
 Outputs: grades.csv (student, notebook, one column per exercise, total, max, status) and a
 markdown feedback file per student and notebook. SUBMISSIONS is only read.
