@@ -326,12 +326,12 @@ class Outcome:
         return sum(self.scores.values())
 
 
-def _text(outputs, names=("stdout",)) -> str:
+def _text(outputs) -> str:
     parts = []
     for out in outputs:
-        if out.output_type == "stream" and out.name in names:
+        if out.output_type == "stream" and out.name == "stdout":
             parts.append(out.text)
-        elif out.output_type == "execute_result" and "stdout" in names:
+        elif out.output_type == "execute_result":
             parts.append(str(out.data.get("text/plain", "")))
     return "".join(parts).strip()
 
@@ -344,6 +344,8 @@ def _error(outputs) -> str | None:
 
 
 def score(plan_: Plan, exercise: Exercise, done: set[int]) -> tuple[float, str]:
+    """(points, message) of one exercise in an executed plan: full points when its check cell ran
+    without raising."""
     gid = exercise.grade_id
     test, solution = plan_.nb.cells[plan_.tests[gid]], plan_.nb.cells[plan_.solutions[gid]]
     if not plan_.attempted[gid]:
@@ -385,10 +387,13 @@ def grade_one(sub: Submission, course: CourseNotebook, timeout: float, full: boo
             done, out.status, stopped = execute(the_plan.nb, timeout, Path(workdir), threads)
     except Exception as e:  # a kernel that would not start, or anything else: this row only
         done, out.status, stopped = set(), f"error: {type(e).__name__}: {str(e).strip()[:120]}", None
+    stop = out.status
     if stopped is not None:
         out.status += f" in {the_plan.where(stopped)}"
     for ex in course.exercises:
         got, message = score(the_plan, ex, done)
+        if stopped in (the_plan.solutions[ex.grade_id], the_plan.tests[ex.grade_id]):
+            message = f"{stop} in this exercise (an endless loop? a crash?)"
         out.scores[ex.grade_id] = got
         out.feedback.append((ex.grade_id, got, ex.points, message))
     out.remark = f"The whole notebook ran ({the_plan.why_full or '--full'})." if the_plan.full else ""

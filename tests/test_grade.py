@@ -139,6 +139,7 @@ def test_an_infinite_loop_times_out_and_the_rest_is_graded(batch):
     o = batch["rows"]["dee", "07_export.ipynb"]
     assert o.status == f"timeout: still running after {TIMEOUT} s in exercise crop" and o.total == 0
     assert feedback(o)["kv_cache_bytes"] == "not graded: the notebook stopped before this check finished"
+    assert feedback(o)["crop"] == f"timeout: still running after {TIMEOUT} s in this exercise (an endless loop? a crash?)"
     assert batch["rows"]["dee", "06_sampling_and_chat.ipynb"].total == 2
     assert batch["rows"]["hal", "07_export.ipynb"].status == "error: the kernel died in exercise crop"
 
