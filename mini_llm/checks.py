@@ -10,6 +10,7 @@ which the grader always takes from the course, never from a submission, asserts 
 
 import copy
 import math
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +25,12 @@ class Result:
 
     def __repr__(self) -> str:
         return ("✅ " if self.passed else "❌ ") + self.message
+
+    def _ipython_display_(self) -> None:
+        # In Jupyter a failed check prints to stderr: nbgrader scores a test cell with stderr
+        # output as failed (so `nbgrader validate` flags an unsolved exercise), and the notebook
+        # still runs on.
+        print(repr(self), file=sys.stdout if self.passed else sys.stderr)
 
     def assert_passed(self) -> "Result":
         """Raise AssertionError with the feedback unless passed (what a grader's test cell needs)."""
@@ -407,18 +414,22 @@ def check_param_count(fn, hidden: bool = False) -> Result:
     """fn(vocab_size, block_size, n_embd, n_layer) -> parameters of MiniGPT (bias, tied head)."""
     from mini_llm.model import GPTConfig
 
-    shapes = [(8000, 128, 256, 4), (100, 16, 32, 2), (50, 8, 64, 1)]
-    cases = [(s, GPTConfig(vocab_size=s[0], block_size=s[1], n_embd=s[2], n_layer=s[3], n_head=4).num_params())
-             for s in shapes]
+    def with_count(shapes):
+        return [(s, GPTConfig(vocab_size=s[0], block_size=s[1], n_embd=s[2], n_layer=s[3], n_head=4).num_params())
+                for s in shapes]
+
+    cases = with_count([(8000, 128, 256, 4), (100, 16, 32, 2), (50, 8, 64, 1)])
+    hidden_cases = with_count([(65, 256, 384, 6), (50257, 1024, 768, 12), (3, 4, 8, 3)])
     return _check("parameter count", fn, cases, "embeddings V*C + T*C; per block 12*C*C + 13*C; final LayerNorm 2*C; "
-                  "the tied LM head adds nothing.", hidden=hidden)
+                  "the tied LM head adds nothing.", hidden_cases=hidden_cases, hidden=hidden)
 
 
 def check_initial_loss(fn, hidden: bool = False) -> Result:
     """fn(vocab_size) -> the cross-entropy of a uniform guess."""
     cases = [((v,), math.log(v)) for v in (2, 8000, 50257)]
+    hidden_cases = [((v,), math.log(v)) for v in (1, 65, 300)]
     return _check("initial loss", fn, cases, "a uniform distribution gives each token probability 1/V; the loss is -log(1/V).",
-                  lambda g, w: abs(float(g) - w) < 1e-6, hidden=hidden)
+                  lambda g, w: abs(float(g) - w) < 1e-6, hidden_cases=hidden_cases, hidden=hidden)
 
 
 # --- 05 training ------------------------------------------------------------------------------
@@ -435,16 +446,19 @@ def check_lr_schedule(fn, hidden: bool = False) -> Result:
 
     args = [(0, 100, 1e-3, 10, 1e-4), (9, 100, 1e-3, 10, 1e-4), (10, 100, 1e-3, 10, 1e-4),
             (50, 100, 1e-3, 10, 1e-4), (100, 100, 1e-3, 10, 1e-4)]
+    hidden_args = [(3, 400, 6e-4, 40, 6e-5), (40, 400, 6e-4, 40, 6e-5), (123, 400, 6e-4, 40, 6e-5),
+                   (399, 400, 6e-4, 40, 6e-5), (7, 30, 0.1, 1, 0.0)]
     return _check("lr schedule", fn, [(a, ref(*a)) for a in args],
                   "warmup: max_lr * (step + 1) / warmup; then min_lr + (max_lr - min_lr) * 0.5 * (1 + cos(pi * step / total)).",
-                  lambda g, w: abs(float(g) - w) < 1e-9, hidden=hidden)
+                  lambda g, w: abs(float(g) - w) < 1e-9, hidden_cases=[(a, ref(*a)) for a in hidden_args], hidden=hidden)
 
 
 def check_nats_per_char(fn, hidden: bool = False) -> Result:
     """fn(loss_per_token, n_tokens, n_chars) -> nats per character."""
     cases = [((2.0, 100, 350), 2.0 * 100 / 350), ((4.2, 10, 10), 4.2)]
+    hidden_cases = [((5.195, 1000, 3143), 5.195 * 1000 / 3143), ((0.5, 7, 2), 1.75)]
     return _check("nats per character", fn, cases, "total nats = loss * n_tokens; spread over n_chars characters.",
-                  lambda g, w: abs(float(g) - w) < 1e-9, hidden=hidden)
+                  lambda g, w: abs(float(g) - w) < 1e-9, hidden_cases=hidden_cases, hidden=hidden)
 
 
 # --- 06 sampling ------------------------------------------------------------------------------
@@ -457,8 +471,13 @@ def check_top_k(fn, hidden: bool = False) -> Result:
     cases = [((logits, 2), torch.tensor([inf, 3.0, inf, inf, 4.0])),
              ((logits, 1), torch.tensor([inf, inf, inf, inf, 4.0])),
              ((logits, 10), logits.clone())]
+    other = torch.tensor([0.25, -2.0, 5.0, 3.0, 3.5, -1.0, 0.0])
+    hidden_cases = [((other, 3), torch.tensor([inf, inf, 5.0, 3.0, 3.5, inf, inf])),
+                    ((other, 7), other.clone()),
+                    ((-other, 2), torch.tensor([inf, 2.0, inf, inf, inf, 1.0, inf]))]
     return _check("top-k", fn, cases, "torch.topk(logits, min(k, len(logits))).values[-1] is the k-th largest; "
-                  "mask everything below it.", lambda g, w: torch.equal(torch.as_tensor(g), w), hidden=hidden)
+                  "mask everything below it.", lambda g, w: torch.equal(torch.as_tensor(g), w),
+                  hidden_cases=hidden_cases, hidden=hidden)
 
 
 def check_temperature(fn, hidden: bool = False) -> Result:
@@ -466,8 +485,11 @@ def check_temperature(fn, hidden: bool = False) -> Result:
     logits = torch.tensor([1.0, 2.0, 0.0])
     cases = [((logits, 1.0), torch.softmax(logits, 0)), ((logits, 0.5), torch.softmax(logits / 0.5, 0)),
              ((logits, 0.0), torch.tensor([0.0, 1.0, 0.0]))]
+    other = torch.tensor([0.5, -1.0, 2.5, 3.0])
+    hidden_cases = [((other, 2.0), torch.softmax(other / 2.0, 0)), ((other, 0.1), torch.softmax(other / 0.1, 0)),
+                    ((other, 0.0), torch.tensor([0.0, 0.0, 0.0, 1.0]))]
     return _check("temperature", fn, cases, "softmax(logits / T); at T == 0 do not divide: put all probability on the argmax.",
-                  lambda g, w: _close(g, w, 1e-6), hidden=hidden)
+                  lambda g, w: _close(g, w, 1e-6), hidden_cases=hidden_cases, hidden=hidden)
 
 
 # --- 07 export --------------------------------------------------------------------------------
@@ -476,10 +498,14 @@ def check_temperature(fn, hidden: bool = False) -> Result:
 def check_crop(fn, hidden: bool = False) -> Result:
     """fn(ids, block_size) -> the last block_size ids (the runtime must crop itself)."""
     cases = [(([1, 2, 3, 4, 5], 3), [3, 4, 5]), (([1, 2], 3), [1, 2]), (([7, 8, 9], 3), [7, 8, 9])]
-    return _check("crop", fn, cases, "ids[-block_size:] keeps the newest tokens.", lambda g, w: list(g) == w, hidden=hidden)
+    hidden_cases = [(([9, 8, 7, 6, 5, 4], 4), [7, 6, 5, 4]), (([], 2), []), (([4, 2, 4, 2], 1), [2])]
+    return _check("crop", fn, cases, "ids[-block_size:] keeps the newest tokens.", lambda g, w: list(g) == w,
+                  hidden_cases=hidden_cases, hidden=hidden)
 
 
 def check_kv_cache_bytes(fn, hidden: bool = False) -> Result:
     """fn(n_layer, n_embd, seq_len, batch, bytes_per_value) -> size of a KV cache in bytes."""
     cases = [((4, 256, 128, 1, 4), 2 * 4 * 256 * 128 * 1 * 4), ((12, 768, 1024, 2, 2), 2 * 12 * 768 * 1024 * 2 * 2)]
-    return _check("KV cache size", fn, cases, "keys and values (2) for every layer, every position, every channel.", hidden=hidden)
+    hidden_cases = [((6, 384, 256, 8, 2), 2 * 6 * 384 * 256 * 8 * 2), ((1, 64, 1, 3, 1), 2 * 64 * 3)]
+    return _check("KV cache size", fn, cases, "keys and values (2) for every layer, every position, every channel.",
+                  hidden_cases=hidden_cases, hidden=hidden)

@@ -7,6 +7,7 @@
     mini-llm export             ONNX export for serving
     mini-llm bench WHAT         benchmarks that print a table
     mini-llm exercises          write student copies of the notebooks
+    mini-llm grade SUBMISSIONS  grade submitted notebooks into grades.csv
 """
 
 import argparse
@@ -127,6 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("exercises", help="write student copies of the notebooks (solutions removed)")
     exercises.add_arguments(s)
     s.set_defaults(func=exercises.run)
+
+    from mini_llm import grade
+
+    s = sub.add_parser("grade", help="grade a folder of submitted notebooks into grades.csv", description=grade.__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    grade.add_arguments(s)
+    s.set_defaults(func=grade.run)
     return p
 
 

@@ -93,6 +93,12 @@ def test_strip_solutions():
     assert exercises.strip_solutions(src) == "def f(x):\n    raise NotImplementedError()\n\nprint(f(1))\n"
 
 
+def test_strip_hidden_tests():
+    src = "check_x(f)\n### BEGIN HIDDEN TESTS\ncheck_x(f, hidden=True).assert_passed()\n### END HIDDEN TESTS"
+    assert exercises.strip_hidden_tests(src) == "check_x(f)"
+    assert exercises.strip_hidden_tests("print(1)\n") == "print(1)\n"
+
+
 def test_student_copies(tmp_path):
     written = exercises.make_student_copies(REPO / "notebooks", tmp_path / "student")
     assert len(written) >= 7
@@ -101,8 +107,15 @@ def test_student_copies(tmp_path):
         nbformat.validate(nb)
         text = "".join(c.source for c in nb.cells)
         assert "BEGIN SOLUTION" not in text and "END SOLUTION" not in text
+        assert "HIDDEN TESTS" not in text and "hidden=True" not in text
         assert text.count("raise NotImplementedError()") >= 2, path.name
         assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
+        source = nbformat.read(REPO / "notebooks" / path.name, as_version=4)
+        exercises.stamp(source)
+        assert [c.metadata.get("nbgrader") for c in nb.cells] == [c.metadata.get("nbgrader") for c in source.cells]
+        for cell in nb.cells:
+            locked = cell.metadata.get("nbgrader", {}).get("locked", False)
+            assert cell.metadata.get("editable", True) is not locked
     with pytest.raises(Exception, match="overwrite the solutions"):
         exercises.make_student_copies(REPO / "notebooks", REPO / "notebooks")
 
