@@ -563,7 +563,7 @@ def check_scoring_shapes(fn, hidden: bool = False) -> Result:
         return "accepts " + ", ".join(str(s) for s in shapes(block_size))
 
     cases = [((16,), "accepts " + ", ".join(str(s) for s in shapes(16)))]
-    hidden_cases = [((n,), "accepts " + ", ".join(str(s) for s in shapes(n))) for n in (8, 24)]
+    hidden_cases = [((8,), "accepts " + ", ".join(str(s) for s in shapes(8)))]  # each case is an export: one is enough
     return _check("scoring shapes", outcome, cases, "give both inputs the same two Dims: a batch Dim and a sequence "
                   "Dim whose max is block_size (the model refuses longer inputs, and the exporter checks that "
                   "every allowed shape passes). The keys are forward's argument names.",
