@@ -513,6 +513,15 @@ def check_past_bytes(fn, hidden: bool = False) -> Result:
                   "block size and bias do not enter.", _whole_number, hidden_cases=hidden_cases, hidden=hidden)
 
 
+def _small_model(seed: int, **sizes):
+    """A small MiniGPT in eval mode, initialised from `seed`; torch's global RNG is left as it was."""
+    from mini_llm.model import GPTConfig, MiniGPT
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return MiniGPT(GPTConfig(**sizes)).eval()
+
+
 class _Score(torch.nn.Module):
     """The scoring graph of exercise 2: idx (B, T), targets (B, T) -> the mean cross-entropy."""
 
@@ -535,16 +544,16 @@ def check_scoring_shapes(fn, hidden: bool = False) -> Result:
     """fn(block_size) -> the `dynamic_shapes` of a scoring graph (forward(idx, targets), both (B, T))
     under which torch.export accepts every batch size and every T from 1 to block_size."""
     from mini_llm.export import _quiet_exporter
-    from mini_llm.model import GPTConfig, MiniGPT
 
     def shapes(block_size):
         return [(1, 1), (3, block_size), (2, block_size // 2 + 1)]
 
     def outcome(block_size):
         spec = fn(block_size)  # NotImplementedError goes up: "not written yet"
-        torch.manual_seed(block_size)
-        model = MiniGPT(GPTConfig(vocab_size=50, block_size=block_size, n_embd=8, n_head=2, n_layer=1)).eval()
-        example = (torch.randint(0, 50, (2, min(5, block_size))), torch.randint(0, 50, (2, min(5, block_size))))
+        model = _small_model(block_size, vocab_size=50, block_size=block_size, n_embd=8, n_head=2, n_layer=1)
+        g = torch.Generator().manual_seed(block_size)
+        example = (torch.randint(0, 50, (2, min(5, block_size)), generator=g),
+                   torch.randint(0, 50, (2, min(5, block_size)), generator=g))
         try:
             with _quiet_exporter():
                 program = torch.export.export(_Score(model), example, dynamic_shapes=copy.deepcopy(spec))
@@ -552,7 +561,7 @@ def check_scoring_shapes(fn, hidden: bool = False) -> Result:
             return f"torch.export refused the spec: {_first_line(e)}"
         graph = program.module()
         for B, T in shapes(block_size):
-            idx, targets = torch.randint(0, 50, (B, T)), torch.randint(0, 50, (B, T))
+            idx, targets = torch.randint(0, 50, (B, T), generator=g), torch.randint(0, 50, (B, T), generator=g)
             try:
                 with torch.no_grad():
                     loss = graph(idx, targets)
@@ -631,15 +640,14 @@ def check_greedy_onnx(fn, hidden: bool = False) -> Result:
     block_size // 2 tokens of prompt + generated prefilled again."""
     from mini_llm.export import OnnxRunner
     from mini_llm.generate import Sampling, generate_ids
-    from mini_llm.model import GPTConfig, MiniGPT
 
     def case(seed, block_size, prompt_len, n, vocab=40):
-        torch.manual_seed(seed)
-        model = MiniGPT(GPTConfig(vocab_size=vocab, block_size=block_size, n_embd=16, n_head=2, n_layer=1)).eval()
+        model = _small_model(seed, vocab_size=vocab, block_size=block_size, n_embd=16, n_head=2, n_layer=1)
+        g = torch.Generator().manual_seed(seed)
         with torch.no_grad():
             for weight in (p for p in model.parameters() if p.dim() == 2):
-                weight.normal_(0.0, 1.0)  # large weights: confident predictions, greedy text that varies
-        prompt = torch.randint(0, vocab, (prompt_len,), generator=torch.Generator().manual_seed(seed)).tolist()
+                weight.normal_(0.0, 1.0, generator=g)  # large weights: confident predictions, greedy text that varies
+        prompt = torch.randint(0, vocab, (prompt_len,), generator=g).tolist()
         # the package's runner over stand-in sessions (its __init__ would load an export folder)
         runner = OnnxRunner.__new__(OnnxRunner)
         runner.prefill, runner.decode = _Session(model, "prefill"), _Session(model, "decode")

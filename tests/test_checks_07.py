@@ -356,3 +356,13 @@ def test_student_copy_exercises_say_not_written_yet():
         exec("\n".join(setup), namespace)
         result = eval(last, namespace)
         assert not result and "not written yet" in result.message, result
+
+
+def test_checks_leave_the_global_rng_alone():
+    """A check builds its models from its own seeds: the learner's random stream goes on unchanged."""
+    torch.manual_seed(123)
+    want = torch.rand(3)
+    torch.manual_seed(123)
+    for check in CASES:
+        assert check(CASES[check][0][0], hidden=True)
+    assert torch.equal(torch.rand(3), want)
