@@ -203,6 +203,8 @@ class OnnxRunner:
     def step(self, token: int):
         if self.decode is None:
             raise UserError("this export has no decode graph; export again")
+        if self.room <= 0:  # the graph would return an empty array, not an error
+            raise UserError(f"the cache is full ({self.block_size} positions): start again with the last tokens")
         logits, self.past = self.decode.run(None, {"token": np.array([[token]], dtype=np.int64), "past": self.past})
         return torch.from_numpy(logits[0, -1])
 

@@ -87,3 +87,12 @@ def test_missing_onnx_extra_says_what_to_install(trained_run, tmp_path, monkeypa
     monkeypatch.setattr(builtins, "__import__", no_onnx)
     with pytest.raises(UserError, match=r'pip install "mini-llm\[onnx\]"'):
         export_checkpoint(trained_run, tmp_path / "x")
+
+
+def test_decode_step_on_a_full_cache_is_refused_clearly(trained_run, exported):
+    runner = OnnxRunner(exported)
+    model, _, _ = load_checkpoint(trained_run)
+    runner.start(list(range(model.config.block_size)))
+    assert runner.room == 0
+    with pytest.raises(UserError, match="the cache is full"):
+        runner.step(5)
