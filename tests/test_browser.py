@@ -1,0 +1,280 @@
+"""The widgets in a real JupyterLab, driven by headless Chromium (Playwright for Python).
+
+Starts `jupyter lab` on 127.0.0.1 with a token on temporary copies of notebooks 04 and 06 (JupyterLab
+autosaves executed notebooks), with a project home whose newest run is the tiny trained model.
+Runs all cells, then uses each widget as a learner would: the explorer redraws for another layer,
+the playground's text and plot change with the temperature, a chat reply streams in, an empty
+prompt gives a one-line message. No output anywhere may be an error or a traceback.
+
+Needs Chromium (Debian's `chromium` package; `.ci/run` installs it) and the `playwright` package
+(the `dev` extra): without them the test is skipped with the reason. Screenshots of each widget go
+to $MINI_LLM_SCREENSHOTS (`.ci/run` names it) or a temporary folder; docs/screenshots/ holds copies.
+"""
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from tests.conftest import REPO
+from tests.test_widgets import course_home
+
+CHROMIUM = os.environ.get("MINI_LLM_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = [
+    pytest.mark.skipif(CHROMIUM is None, reason="no Chromium here: install Debian's `chromium` package (.ci/run does)"),
+]
+sync_api = pytest.importorskip("playwright.sync_api", reason="needs `playwright` (pip install -e '.[dev]')")
+
+WAIT = 240_000  # ms: a generous bound for one notebook or one widget update on a slow, loaded 2-core machine
+ERROR_OUTPUT = re.compile(r"Traceback|Error\b|\berror:")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def lab(tmp_path, trained_run):
+    """A JupyterLab server on 127.0.0.1 serving copies of notebooks 04 and 06: yields its base URL."""
+    nbdir = tmp_path / "notebooks"
+    nbdir.mkdir()
+    for name in ("04_minigpt.ipynb", "06_sampling_and_chat.ipynb"):
+        shutil.copy(REPO / "notebooks" / name, nbdir / name)
+    port, token = _free_port(), os.urandom(16).hex()
+    env = dict(os.environ, MINI_LLM_HOME=str(course_home(trained_run, tmp_path / "home")),
+               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+               JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"), JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "settings"),
+               JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "workspaces"), IPYTHONDIR=str(tmp_path / "ipython"))
+    env.pop("MPLBACKEND", None)  # the kernel draws inline, as for a learner
+    news = tmp_path / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    news.parent.mkdir(parents=True)
+    news.write_text('{"fetchNews": "false", "checkForUpdates": false}')  # no "get notified?" toast
+    cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+           "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={nbdir}",
+           "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--allow-root")
+    log = open(tmp_path / "jupyter.log", "wb")
+    server = subprocess.Popen(cmd, cwd=nbdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, (tmp_path / "jupyter.log").read_text()[-3000:]
+            try:
+                urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=5)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "jupyter lab did not start in 120 s"
+                time.sleep(0.5)
+        yield url, token
+    finally:
+        _stop(server, f"{url}/api/shutdown?token={token}")
+        log.close()
+
+
+def _stop(server: subprocess.Popen, shutdown_url: str) -> None:
+    """Ask the server to shut down (it stops its kernels); kill its process group if it does not."""
+    try:
+        urllib.request.urlopen(urllib.request.Request(shutdown_url, method="POST"), timeout=10)
+        server.wait(timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    if server.poll() is None or _group_alive(server.pid):
+        try:
+            os.killpg(server.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        server.wait(timeout=30)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+@pytest.fixture
+def browser(tmp_path):
+    with sync_api.sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            tmp_path / "profile", executable_path=CHROMIUM, headless=True, viewport={"width": 1300, "height": 1000},
+            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                  "--disable-component-update", "--no-first-run", "--no-default-browser-check"])
+        context.set_default_timeout(WAIT)
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+@pytest.fixture
+def shots(tmp_path) -> Path:
+    folder = Path(os.environ.get("MINI_LLM_SCREENSHOTS") or tmp_path / "screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+# --- JupyterLab, as a learner uses it ---------------------------------------------------------
+
+NOTEBOOK = ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook"
+
+
+def open_and_run_all(page, url: str, token: str, name: str) -> None:
+    """Open a notebook, wait for its kernel, clear the saved outputs, Run > Run All Cells, wait until
+    every cell ran (a prompt reads [ ]: once cleared, [*]: while queued or running, [n]: when done)."""
+    code_cells = sum(c.cell_type == "code" for c in nbformat.read(REPO / "notebooks" / name, as_version=4).cells)
+    page.goto(f"{url}/lab/tree/{name}?reset&token={token}")  # reset: only this notebook, no restored tabs
+    page.locator(NOTEBOOK).wait_for()
+    kernel_idle(page)
+    page.locator(f"{NOTEBOOK} .jp-Cell").first.click()  # the menus act on the notebook that has the focus
+    menu(page, "Edit", "Clear Outputs of All Cells")
+    prompts = page.locator(f"{NOTEBOOK} .jp-CodeCell .jp-InputArea-prompt")
+    cleared = lambda: prompts.all_text_contents() == ["[ ]:"] * code_cells  # noqa: E731
+    wait_for(page, "the saved outputs are cleared", cleared, prompts.all_text_contents)
+    menu(page, "Run", "Run All Cells")
+    done = lambda: [t for t in prompts.all_text_contents() if re.fullmatch(r"\s*\[\d+\]:\s*", t)]  # noqa: E731
+    wait_for(page, f"{name}: every cell runs", lambda: len(done()) == code_cells, prompts.all_text_contents)
+    kernel_idle(page)
+
+
+def menu(page, top: str, item: str) -> None:
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(f"^{top}$")).click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(f"^{item}$")).click()
+
+
+def kernel_idle(page) -> None:
+    page.locator(f'.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook-ExecutionIndicator[data-status="idle"]').wait_for()
+
+
+def widget_cell(page, call: str):
+    """The code cell whose source contains `call`, scrolled into view with its widget rendered."""
+    cell = page.locator(f"{NOTEBOOK} .jp-CodeCell").filter(has_text=call)
+    cell.scroll_into_view_if_needed()
+    cell.locator(".jupyter-widgets.widget-vbox").first.wait_for()
+    return cell
+
+
+def panel(cell):
+    return cell.locator(".jupyter-widgets.widget-vbox").first
+
+
+def errors_in_outputs(page) -> list[str]:
+    texts = page.locator(f"{NOTEBOOK} .jp-OutputArea-output").all_text_contents()
+    return [t[:300] for t in texts if ERROR_OUTPUT.search(t)]
+
+
+def set_slider(cell, label: str, value) -> None:
+    """Type a value into a slider's readout (what a learner does after dragging, for an exact value)."""
+    readout = cell.locator(".widget-slider").filter(has_text=label).locator(".widget-readout")
+    readout.click()
+    readout.press("Control+A")
+    readout.type(str(value))
+    readout.press("Enter")
+
+
+def image_src(output) -> str:
+    return output.locator("img").first.get_attribute("src") or ""
+
+
+def wait_for(page, what: str, condition, state=lambda: "") -> None:
+    deadline = time.monotonic() + WAIT / 1000
+    while not condition():
+        assert time.monotonic() < deadline, f"waited {WAIT // 1000} s: {what} {state()}"
+        page.wait_for_timeout(250)
+
+
+STREAM_RECORDER = """view => {
+    window.__states = [];
+    new MutationObserver(() => window.__states.push(view.textContent))
+        .observe(view, {subtree: true, childList: true, characterData: true});
+}"""
+
+
+# --- the test ---------------------------------------------------------------------------------
+
+
+def test_widgets_render_and_respond_in_jupyterlab(lab, browser, shots):
+    url, token = lab
+    page = browser.new_page()
+    console_errors = []
+    page.on("pageerror", lambda e: console_errors.append(str(e)))
+    try:
+        use_the_widgets(page, url, token, shots)
+    except BaseException:
+        page.screenshot(path=shots / "failure.png", full_page=True)
+        print(f"screenshot of the failure: {shots / 'failure.png'}")
+        raise
+    assert console_errors == []
+    print(f"screenshots: {shots}")
+
+
+def use_the_widgets(page, url, token, shots):
+
+    # 04: the attention explorer redraws for another layer; an empty prompt is one line
+    open_and_run_all(page, url, token, "04_minigpt.ipynb")
+    assert errors_in_outputs(page) == []
+    cell = widget_cell(page, "attention_explorer(trained, tok)")
+    out = cell.locator(".widget-output").last  # the panel's; interactive() has its own before it
+    out.locator("img").first.wait_for()
+    before = image_src(out)
+    set_slider(cell, "layer", 1)
+    wait_for(page, "the heatmap changes with the layer", lambda: image_src(out) not in ("", before))
+    assert "layer 1" not in before and errors_in_outputs(page) == []
+    panel(cell).screenshot(path=shots / "attention_explorer.png")
+    cell.locator(".widget-text input").fill("")
+    wait_for(page, "a message for the empty prompt", lambda: "error: empty prompt" in out.inner_text())
+    assert out.inner_text().strip() == "error: empty prompt: type some text in the prompt box"
+
+    # 06: the sampling playground's text and plot follow the temperature
+    open_and_run_all(page, url, token, "06_sampling_and_chat.ipynb")
+    assert errors_in_outputs(page) == []
+    cell = widget_cell(page, "sampling_playground(model, tok)")
+    out = cell.locator(".widget-output").last  # the panel's; interactive() has its own before it
+    generate = cell.locator("button", has_text="generate")
+    generate.click()
+    out.locator("img").first.wait_for()
+    text, plot = out.locator("pre").first.inner_text(), image_src(out)
+    assert text.startswith("ROMEO:") and len(text) > len("ROMEO:") + 5
+    set_slider(cell, "temperature", 2)
+    generate.click()
+    wait_for(page, "the plot changes with the temperature", lambda: image_src(out) not in ("", plot))
+    assert out.locator("pre").first.inner_text() != text
+    assert errors_in_outputs(page) == []
+    panel(cell).screenshot(path=shots / "sampling_playground.png")
+    cell.locator(".widget-textarea textarea").fill("")
+    generate.click()
+    wait_for(page, "a message for the empty prompt", lambda: "error: empty prompt" in out.inner_text())
+    assert out.inner_text().strip() == "error: empty prompt: type some text in the prompt box"
+
+    # 06: the chat panel streams a reply into the conversation
+    cell = widget_cell(page, "chat_panel(model, tok)")
+    view = cell.locator(".widget-html").first
+    view.evaluate(STREAM_RECORDER)
+    box = cell.locator('.widget-text input[type="text"]')
+    box.fill("Good morrow, my lord")
+    box.press("Enter")
+    wait_for(page, "the reply is complete (the box is emptied and enabled again)",
+             lambda: box.input_value() == "" and box.is_enabled() and view.inner_text().count("> ") >= 2)
+    lines = view.inner_text().strip().splitlines()
+    assert lines[0].endswith("> Good morrow, my lord") and "> " in lines[1], lines
+    states = [s for s in page.evaluate("window.__states") if "Good morrow" in s]
+    assert len(set(states)) >= 3, f"the reply did not stream in pieces: {states}"  # message, pieces, final
+    panel(cell).screenshot(path=shots / "chat_panel.png")
+    cell.locator("button", has_text="reset").click()
+    wait_for(page, "reset clears the conversation", lambda: "> " not in view.inner_text())
+
+    assert errors_in_outputs(page) == [x for x in errors_in_outputs(page) if "error: empty prompt" in x]
