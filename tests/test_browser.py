@@ -8,7 +8,9 @@ prompt gives a one-line message. No output anywhere may be an error or a traceba
 
 Needs Chromium (Debian's `chromium` package; `.ci/run` installs it) and the `playwright` package
 (the `dev` extra): without them the test is skipped with the reason. Screenshots of each widget go
-to $MINI_LLM_SCREENSHOTS (`.ci/run` names it) or a temporary folder; docs/screenshots/ holds copies.
+to $MINI_LLM_SCREENSHOTS (`.ci/run` names it) or a temporary folder. docs/screenshots/ holds copies
+taken with the README's 5-minute model: MINI_LLM_BROWSER_RUN=runs/<that run> uses it instead of the
+tiny test model.
 """
 
 import os
@@ -29,9 +31,8 @@ from tests.conftest import REPO
 from tests.test_widgets import course_home
 
 CHROMIUM = os.environ.get("MINI_LLM_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = [
-    pytest.mark.skipif(CHROMIUM is None, reason="no Chromium here: install Debian's `chromium` package (.ci/run does)"),
-]
+pytestmark = pytest.mark.skipif(not (CHROMIUM and os.path.exists(CHROMIUM)),
+                                reason="no Chromium here: install Debian's `chromium` package (.ci/run does)")
 sync_api = pytest.importorskip("playwright.sync_api", reason="needs `playwright` (pip install -e '.[dev]')")
 
 WAIT = 240_000  # ms: a generous bound for one notebook or one widget update on a slow, loaded 2-core machine
@@ -52,7 +53,8 @@ def lab(tmp_path, trained_run):
     for name in ("04_minigpt.ipynb", "06_sampling_and_chat.ipynb"):
         shutil.copy(REPO / "notebooks" / name, nbdir / name)
     port, token = _free_port(), os.urandom(16).hex()
-    env = dict(os.environ, MINI_LLM_HOME=str(course_home(trained_run, tmp_path / "home")),
+    run = Path(os.environ.get("MINI_LLM_BROWSER_RUN") or trained_run)  # a real run for docs/ screenshots
+    env = dict(os.environ, MINI_LLM_HOME=str(course_home(run, tmp_path / "home")),
                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
                JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"), JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "settings"),
                JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "workspaces"), IPYTHONDIR=str(tmp_path / "ipython"))
