@@ -9,8 +9,8 @@ prompt gives a one-line message. No output anywhere may be an error or a traceba
 Needs Chromium (Debian's `chromium` package; `.ci/run` installs it) and the `playwright` package
 (the `dev` extra): without them the test is skipped with the reason. Screenshots of each widget go
 to $MINI_LLM_SCREENSHOTS (`.ci/run` names it) or a temporary folder. docs/screenshots/ holds copies
-taken with the README's 5-minute model: MINI_LLM_BROWSER_RUN=runs/<that run> uses it instead of the
-tiny test model.
+taken with a checkpoint of `mini-llm train --time-budget 300`: MINI_LLM_BROWSER_RUN=runs/<that run>
+uses it instead of the tiny test model.
 """
 
 import os
