@@ -1,9 +1,11 @@
 """The widgets in a real JupyterLab, driven by headless Chromium (Playwright for Python).
 
-Starts `jupyter lab` on 127.0.0.1 with a token on temporary copies of notebooks 04 and 06 (JupyterLab
-autosaves executed notebooks), with a project home whose newest run is the tiny trained model.
-Runs all cells, then uses each widget as a learner would: the explorer redraws for another layer,
-the playground's text and plot change with the temperature, a chat reply streams in, an empty
+Executes temporary copies of notebooks 04 and 06 as `jupyter nbconvert --execute` does (JupyterLab
+autosaves executed notebooks, so the committed ones are never touched), with a project home whose
+newest run is the tiny trained model, and starts `jupyter lab` on 127.0.0.1 with a token on them.
+Opened, each shows its widgets' captions (the first look of a fresh clone). Then runs all cells
+and uses each widget as a learner would: the explorer redraws for another layer, the
+playground's text and plot change with the temperature, a chat reply streams in, an empty
 prompt gives a one-line message. No output anywhere may be an error or a traceback.
 
 Needs Chromium (Debian's `chromium` package; `.ci/run` installs it) and the `playwright` package
@@ -26,6 +28,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from nbclient import NotebookClient
 
 from tests.conftest import REPO
 from tests.test_widgets import course_home
@@ -35,6 +38,8 @@ pytestmark = pytest.mark.skipif(not (CHROMIUM and os.path.exists(CHROMIUM)),
                                 reason="no Chromium here: install Debian's `chromium` package (.ci/run does)")
 sync_api = pytest.importorskip("playwright.sync_api", reason="needs `playwright` (pip install -e '.[dev]')")
 
+CAPTIONS = {"04_minigpt.ipynb": ["[attention explorer: an interactive widget."],
+            "06_sampling_and_chat.ipynb": ["[sampling playground: an interactive widget.", "[chat panel: an interactive widget."]}
 WAIT = 240_000  # ms: a generous bound for one notebook or one widget update on a slow, loaded 2-core machine
 ERROR_OUTPUT = re.compile(r"Traceback|Error\b|\berror:")
 
@@ -50,8 +55,6 @@ def lab(tmp_path, trained_run):
     """A JupyterLab server on 127.0.0.1 serving copies of notebooks 04 and 06: yields its base URL."""
     nbdir = tmp_path / "notebooks"
     nbdir.mkdir()
-    for name in ("04_minigpt.ipynb", "06_sampling_and_chat.ipynb"):
-        shutil.copy(REPO / "notebooks" / name, nbdir / name)
     port, token = _free_port(), os.urandom(16).hex()
     run = Path(os.environ.get("MINI_LLM_BROWSER_RUN") or trained_run)  # a real run for docs/ screenshots
     env = dict(os.environ, MINI_LLM_HOME=str(course_home(run, tmp_path / "home")),
@@ -62,6 +65,11 @@ def lab(tmp_path, trained_run):
     news = tmp_path / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
     news.parent.mkdir(parents=True)
     news.write_text('{"fetchNews": "false", "checkForUpdates": false}')  # no "get notified?" toast
+    for name in CAPTIONS:  # executed as `jupyter nbconvert --execute` does: what a fresh clone will hold
+        nb = nbformat.read(REPO / "notebooks" / name, as_version=4)
+        NotebookClient(nb, timeout=WAIT // 1000, kernel_name="python3",
+                       resources={"metadata": {"path": str(nbdir)}}).execute(env=env)
+        nbformat.write(nb, nbdir / name)
     cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
            "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={nbdir}",
            "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
@@ -138,10 +146,16 @@ NOTEBOOK = ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook"
 def open_and_run_all(page, url: str, token: str, name: str) -> None:
     """Open a notebook, wait for its kernel, clear the saved outputs, Run > Run All Cells, wait until
     every cell ran (a prompt reads [ ]: once cleared, [*]: while queued or running, [n]: when done)."""
-    code_cells = sum(c.cell_type == "code" for c in nbformat.read(REPO / "notebooks" / name, as_version=4).cells)
+    nb = nbformat.read(REPO / "notebooks" / name, as_version=4)
+    code_cells = sum(c.cell_type == "code" for c in nb.cells)
     page.goto(f"{url}/lab/tree/{name}?reset&token={token}")  # reset: only this notebook, no restored tabs
     page.locator(NOTEBOOK).wait_for()
+    cells = page.locator(f"{NOTEBOOK} .jp-Cell")
+    wait_for(page, f"{name}: all cells shown", lambda: cells.count() == len(nb.cells), cells.count)
+    status = page.locator("#jp-main-statusbar")  # "No Kernel | Initializing" until the kernel is connected
+    wait_for(page, f"{name}: the kernel is ready", lambda: "ipykernel) | Idle" in status.inner_text(), status.inner_text)
     kernel_idle(page)
+    first_look(page, name)
     page.locator(f"{NOTEBOOK} .jp-Cell").first.click()  # the menus act on the notebook that has the focus
     menu(page, "Edit", "Clear Outputs of All Cells")
     prompts = page.locator(f"{NOTEBOOK} .jp-CodeCell .jp-InputArea-prompt")
@@ -151,6 +165,14 @@ def open_and_run_all(page, url: str, token: str, name: str) -> None:
     done = lambda: [t for t in prompts.all_text_contents() if re.fullmatch(r"\s*\[\d+\]:\s*", t)]  # noqa: E731
     wait_for(page, f"{name}: every cell runs", lambda: len(done()) == code_cells, prompts.all_text_contents)
     kernel_idle(page)
+
+
+def first_look(page, name: str) -> None:
+    """Before running, an executed notebook opened in JupyterLab (untrusted, like a fresh clone)
+    shows each widget's caption, never `VBox(children=...)`."""
+    outputs = "\n".join(page.locator(f"{NOTEBOOK} .jp-OutputArea-output").all_text_contents())
+    assert all(caption in outputs for caption in CAPTIONS[name]), outputs[-2000:]
+    assert "VBox(" not in outputs and "interactive(" not in outputs
 
 
 def run_all(page, prompts, tries: int = 6) -> None:
