@@ -28,10 +28,9 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
 
 from tests.conftest import REPO
-from tests.test_widgets import course_home
+from tests.test_widgets import WIDGET_NOTEBOOKS, course_home, executed_notebooks, kernel_env  # noqa: F401 (a fixture)
 
 CHROMIUM = os.environ.get("MINI_LLM_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(not (CHROMIUM and os.path.exists(CHROMIUM)),
@@ -51,25 +50,19 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def lab(tmp_path, trained_run):
+def lab(tmp_path, trained_run, executed_notebooks):
     """A JupyterLab server on 127.0.0.1 serving copies of notebooks 04 and 06: yields its base URL."""
     nbdir = tmp_path / "notebooks"
     nbdir.mkdir()
     port, token = _free_port(), os.urandom(16).hex()
     run = Path(os.environ.get("MINI_LLM_BROWSER_RUN") or trained_run)  # a real run for docs/ screenshots
-    env = dict(os.environ, MINI_LLM_HOME=str(course_home(run, tmp_path / "home")),
-               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-               JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"), JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "settings"),
-               JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "workspaces"), IPYTHONDIR=str(tmp_path / "ipython"))
-    env.pop("MPLBACKEND", None)  # the kernel draws inline, as for a learner
+    env = dict(kernel_env(course_home(run, tmp_path / "home")), JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
+               JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "settings"), JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "workspaces"), IPYTHONDIR=str(tmp_path / "ipython"))
     news = tmp_path / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
     news.parent.mkdir(parents=True)
     news.write_text('{"fetchNews": "false", "checkForUpdates": false}')  # no "get notified?" toast
-    for name in CAPTIONS:  # executed as `jupyter nbconvert --execute` does: what a fresh clone will hold
-        nb = nbformat.read(REPO / "notebooks" / name, as_version=4)
-        NotebookClient(nb, timeout=WAIT // 1000, kernel_name="python3",
-                       resources={"metadata": {"path": str(nbdir)}}).execute(env=env)
-        nbformat.write(nb, nbdir / name)
+    for name in WIDGET_NOTEBOOKS:  # executed as `jupyter nbconvert --execute` does: what a fresh clone holds
+        shutil.copy(executed_notebooks / name, nbdir / name)
     cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
            "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={nbdir}",
            "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]

@@ -5,6 +5,7 @@ tests/test_browser.py drives the same widgets in JupyterLab; here everything run
 """
 
 import itertools
+import os
 import shutil
 
 import matplotlib
@@ -16,11 +17,44 @@ from mini_llm.errors import UserError
 from tests.conftest import REPO
 
 
-def course_home(trained_run, root):
-    """A project home whose newest run is the tiny trained model: notebooks 04 and 06 load it
-    instead of training (fast, and the same model on every machine)."""
-    shutil.copytree(trained_run, root / "runs" / "tiny")
+WIDGET_NOTEBOOKS = ("04_minigpt.ipynb", "06_sampling_and_chat.ipynb")
+
+
+def course_home(run, root):
+    """A project home whose newest run is `run` (the tiny trained model in tests): notebooks 04
+    and 06 load it instead of training (fast, and the same model on every machine)."""
+    shutil.copytree(run, root / "runs" / "tiny")
     return root
+
+
+def kernel_env(home) -> dict:
+    """The environment of a kernel that runs the course against `home`, drawing inline as for a learner."""
+    env = dict(os.environ, MINI_LLM_HOME=str(home),
+               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    env.pop("MPLBACKEND", None)
+    return env
+
+
+@pytest.fixture(scope="session")
+def executed_notebooks(trained_run, tmp_path_factory):
+    """Copies of notebooks 04 and 06 executed as `jupyter nbconvert --execute` does (what a fresh
+    clone holds once the notebooks are re-executed); the committed notebooks are not touched."""
+    from nbclient import NotebookClient
+
+    # one fixed folder per session: test_browser.py imports this fixture, and reuses the notebooks
+    folder = tmp_path_factory.getbasetemp() / "executed-notebooks"
+    if all((folder / name).exists() for name in WIDGET_NOTEBOOKS):
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    env = kernel_env(course_home(trained_run, folder / "home"))
+    executed = {}
+    for name in WIDGET_NOTEBOOKS:
+        executed[name] = nbformat.read(REPO / "notebooks" / name, as_version=4)
+        NotebookClient(executed[name], timeout=300, kernel_name="python3",
+                       resources={"metadata": {"path": str(folder)}}).execute(env=env)
+    for name, nb in executed.items():
+        nbformat.write(nb, folder / name)
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -133,8 +167,8 @@ def test_every_slider_combination_gives_a_picture_or_one_line(loaded, capsys):
     model, tok = loaded
     ui, c = _interactive(sampling_playground(model, tok))
     ends = lambda s: (s.min, s.max)  # noqa: E731  (every extreme of every slider)
-    for t, k, p, n in itertools.product(ends(c["temperature"]), ends(c["top_k"]), ends(c["top_p"]),
-                                        ends(c["max_new_tokens"])):
+    combos = itertools.product(ends(c["temperature"]), ends(c["top_k"]), ends(c["top_p"]), [c["max_new_tokens"].min])
+    for t, k, p, n in [*combos, (1.0, 40, 0.5, c["max_new_tokens"].max)]:
         c["temperature"].value, c["top_k"].value, c["top_p"].value, c["max_new_tokens"].value = t, k, p, n
         _run(ui)
         assert "Figure" in capsys.readouterr().out  # display(fig) without a kernel prints its repr
@@ -255,17 +289,12 @@ def test_chat_panel_without_a_browser(loaded):
 # --- a clean first look: what executing the notebooks saves -----------------------------------
 
 
-def test_executed_notebooks_save_captions_not_widget_reprs(trained_run, tmp_path, monkeypatch):
-    """Run 04 and 06 as `jupyter nbconvert --execute` does; the saved widget outputs read well
-    without a widget frontend (a fresh clone is untrusted: JupyterLab shows the text/plain)."""
-    from nbclient import NotebookClient
-
-    monkeypatch.setenv("MINI_LLM_HOME", str(course_home(trained_run, tmp_path / "home")))
-    monkeypatch.setenv("MPLBACKEND", "Agg")
+def test_executed_notebooks_save_captions_not_widget_reprs(executed_notebooks):
+    """The saved widget outputs read well without a widget frontend (a fresh clone is untrusted:
+    JupyterLab shows their text/plain). tests/test_browser.py checks the same in JupyterLab."""
     captions = []
-    for name in ("04_minigpt", "06_sampling_and_chat"):
-        nb = nbformat.read(REPO / "notebooks" / f"{name}.ipynb", as_version=4)
-        NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    for name in WIDGET_NOTEBOOKS:
+        nb = nbformat.read(executed_notebooks / name, as_version=4)
         for cell in (c for c in nb.cells if c.cell_type == "code"):
             for out in cell.outputs:
                 assert out.output_type != "error", (cell.source[:80], out.get("evalue"))
