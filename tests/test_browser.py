@@ -15,6 +15,8 @@ taken with a checkpoint of `mini-llm train --time-budget 300`: MINI_LLM_BROWSER_
 uses it instead of the tiny test model.
 """
 
+import base64
+import io
 import os
 import re
 import shutil
@@ -28,6 +30,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from PIL import Image
 
 from tests.conftest import REPO
 from tests.test_widgets import WIDGET_NOTEBOOKS, course_home, executed_notebooks, kernel_env  # noqa: F401 (a fixture)
@@ -216,8 +219,14 @@ def set_slider(cell, label: str, value) -> None:
     readout.press("Enter")
 
 
-def image_src(output) -> str:
-    return output.locator("img").first.get_attribute("src") or ""
+def pixels(output) -> bytes:
+    """The decoded pixels of the output's first picture (b"" while there is none). Two renders of
+    one picture can differ as PNG bytes but not as pixels."""
+    src = output.locator("img").first.get_attribute("src") if output.locator("img").count() else None
+    if not src or "," not in src:
+        return b""
+    image = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))
+    return repr(image.size).encode() + image.convert("RGB").tobytes()
 
 
 def wait_for(page, what: str, condition, state=lambda: "") -> None:
@@ -260,10 +269,14 @@ def use_the_widgets(page, url, token, shots):
     cell = widget_cell(page, "attention_explorer(trained, tok)")
     out = cell.locator(".widget-output").last  # the panel's; interactive() has its own before it
     out.locator("img").first.wait_for()
-    before = image_src(out)
+    before = pixels(out)
     set_slider(cell, "layer", 1)
-    wait_for(page, "the heatmap changes with the layer", lambda: image_src(out) not in ("", before))
-    assert "layer 1" not in before and errors_in_outputs(page) == []
+    wait_for(page, "the heatmap changes with the layer", lambda: pixels(out) not in (b"", before))
+    set_slider(cell, "layer", 0)
+    wait_for(page, "layer 0 again draws the first heatmap again", lambda: pixels(out) == before)
+    set_slider(cell, "layer", 1)
+    wait_for(page, "the heatmap changes with the layer", lambda: pixels(out) not in (b"", before))
+    assert errors_in_outputs(page) == []
     panel(cell).screenshot(path=shots / "attention_explorer.png")
     cell.locator(".widget-text input").fill("")
     wait_for(page, "a message for the empty prompt", lambda: "empty prompt" in out.inner_text())
@@ -277,11 +290,11 @@ def use_the_widgets(page, url, token, shots):
     generate = cell.locator("button", has_text="generate")
     generate.click()
     out.locator("img").first.wait_for()
-    text, plot = out.locator("pre").first.inner_text(), image_src(out)
+    text, plot = out.locator("pre").first.inner_text(), pixels(out)
     assert text.startswith("ROMEO:") and len(text) > len("ROMEO:") + 5
     set_slider(cell, "temperature", 2)
     generate.click()
-    wait_for(page, "the plot changes with the temperature", lambda: image_src(out) not in ("", plot))
+    wait_for(page, "the plot changes with the temperature", lambda: pixels(out) not in (b"", plot))
     assert out.locator("pre").first.inner_text() != text
     assert errors_in_outputs(page) == []
     panel(cell).screenshot(path=shots / "sampling_playground.png")
