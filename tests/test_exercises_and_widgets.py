@@ -1,6 +1,5 @@
 import math
 
-import matplotlib
 import nbformat
 import pytest
 import torch
@@ -119,47 +118,3 @@ def test_student_copies(tmp_path):
     with pytest.raises(Exception, match="overwrite the solutions"):
         exercises.make_student_copies(REPO / "notebooks", REPO / "notebooks")
 
-
-# --- widgets: the logic without a browser -----------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def loaded(trained_run):
-    from mini_llm.checkpoint import load_checkpoint
-
-    model, tok, _ = load_checkpoint(trained_run)
-    return model, tok
-
-
-def test_sampling_view(loaded):
-    from mini_llm.widgets import next_token_probs, sampling_view
-
-    model, tok = loaded
-    text, fig = sampling_view(model, tok, "KING:\n", temperature=0.8, top_k=5, seed=1, max_new_tokens=10)
-    assert isinstance(text, str) and isinstance(fig, matplotlib.figure.Figure)
-    labels, probs = next_token_probs(model, tok, "KING:\n", 1.0, 5, None, top_n=10)
-    assert len(labels) == 10 and abs(sum(probs) - 1.0) < 1e-5 and probs[5:] == [0.0] * 5
-    again, _ = sampling_view(model, tok, "KING:\n", temperature=0.8, top_k=5, seed=1, max_new_tokens=10)
-    assert again == text
-
-
-def test_attention_view(loaded):
-    from mini_llm.widgets import attention_view
-
-    model, tok = loaded
-    labels, weights, fig = attention_view(model, tok, "the king spoke to the queen", layer=1, head=1)
-    T = len(labels)
-    assert weights.shape == (T, T) and torch.allclose(weights.sum(-1), torch.ones(T))
-    assert weights.triu(1).abs().max() == 0
-    with pytest.raises(ValueError, match="layer must be in"):
-        attention_view(model, tok, "x", layer=5)
-
-
-def test_widgets_build_without_a_browser(loaded):
-    import ipywidgets
-
-    from mini_llm.widgets import attention_explorer, sampling_playground
-
-    model, tok = loaded
-    assert isinstance(sampling_playground(model, tok), ipywidgets.VBox)
-    assert isinstance(attention_explorer(model, tok), ipywidgets.VBox)
