@@ -541,9 +541,10 @@ def check_extended_lr(fn, hidden: bool = False) -> Result:
 def _tiny_gpt(seed: int, **config):
     from mini_llm.model import GPTConfig, MiniGPT
 
-    torch.manual_seed(seed)  # only while building the check's own models
     config = dict(dict(vocab_size=40, block_size=16, n_embd=16, n_head=2, n_layer=1), **config)
-    return MiniGPT(GPTConfig(**config))
+    with torch.random.fork_rng(devices=[]):  # the learner's global RNG is left as it was
+        torch.manual_seed(seed)
+        return MiniGPT(GPTConfig(**config))
 
 
 def _what(value) -> str:
@@ -668,8 +669,9 @@ def check_decay_groups(fn, hidden: bool = False) -> Result:
         return _Verdict(True, "right")
 
     def toy(seed):
-        torch.manual_seed(seed)
-        return nn.Sequential(nn.Embedding(10, 8), nn.Linear(8, 8), nn.LayerNorm(8), nn.GELU(), nn.Linear(8, 3, bias=False))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return nn.Sequential(nn.Embedding(10, 8), nn.Linear(8, 8), nn.LayerNorm(8), nn.GELU(), nn.Linear(8, 3, bias=False))
 
     cases = [case(_tiny_gpt(0), "MiniGPT(1 layer, 16 wide)", 0.1), case(_tiny_gpt(1, n_layer=2), "MiniGPT(2 layers)", 0.05)]
     hidden_cases = [case(_tiny_gpt(2, bias=False), "MiniGPT(bias=False)", 0.1),

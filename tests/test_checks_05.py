@@ -320,8 +320,13 @@ def test_feedback_is_specific():
     assert ".grad is None" in result.message
 
 
-def test_the_checks_leave_the_global_rng_alone_between_builds():
-    """The checks build their models under their own seeds: the same check twice, the same verdict text."""
+def test_the_checks_leave_the_global_rng_alone():
+    """The checks build their models under their own seeds and restore the learner's RNG."""
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    for check, (right, _, _) in CASES.items():
+        check(right[0], hidden=True)
+    assert torch.equal(torch.get_rng_state(), state)
     a, b = ex.check_accumulate(accumulate_by_k, hidden=True), ex.check_accumulate(accumulate_by_k, hidden=True)
     assert a.message == b.message
 
