@@ -806,7 +806,7 @@ def _first_line(error: Exception, limit: int = 110) -> str:
 def check_scoring_shapes(fn, hidden: bool = False) -> Result:
     """fn(block_size) -> the `dynamic_shapes` of a scoring graph (forward(idx, targets), both (B, T))
     under which torch.export accepts every batch size and every T from 1 to block_size."""
-    from mini_llm.export import _quiet_exporter
+    from mini_llm.export import quiet_exporter
 
     def shapes(block_size):
         return [(1, 1), (3, block_size), (2, block_size // 2 + 1)]
@@ -818,7 +818,7 @@ def check_scoring_shapes(fn, hidden: bool = False) -> Result:
         example = (torch.randint(0, 50, (2, min(5, block_size)), generator=g),
                    torch.randint(0, 50, (2, min(5, block_size)), generator=g))
         try:
-            with _quiet_exporter():
+            with quiet_exporter():
                 program = torch.export.export(_Score(model), example, dynamic_shapes=copy.deepcopy(spec))
         except Exception as e:
             return f"torch.export refused the spec: {_first_line(e)}"
@@ -911,10 +911,8 @@ def check_greedy_onnx(fn, hidden: bool = False) -> Result:
             for weight in (p for p in model.parameters() if p.dim() == 2):
                 weight.normal_(0.0, 1.0, generator=g)  # large weights: confident predictions, greedy text that varies
         prompt = torch.randint(0, vocab, (prompt_len,), generator=g).tolist()
-        # the package's runner over stand-in sessions (its __init__ would load an export folder)
-        runner = OnnxRunner.__new__(OnnxRunner)
-        runner.prefill, runner.decode = _Session(model, "prefill"), _Session(model, "decode")
-        runner.block_size, runner.past = block_size, None
+        # the package's runner over stand-in sessions
+        runner = OnnxRunner.from_sessions(_Session(model, "prefill"), _Session(model, "decode"), block_size, vocab)
         tokens = list(generate_ids(runner, prompt, n, Sampling(temperature=0.0, top_k=None)))
         want = _Generated(tokens, runner.prefill.runs, runner.decode.runs)
         return ((_Session(model, "prefill"), _Session(model, "decode"), prompt, n, block_size), want)
