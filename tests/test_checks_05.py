@@ -13,10 +13,10 @@ import torch.nn.functional as F
 
 from mini_llm import checks as ex
 from mini_llm.schedule import LRPlan
+from tests.check_contract import (assert_echo_fails, assert_fails_naming_the_input, assert_not_written_yet,
+                                   assert_passes)
 
 
-def stub(*args):
-    raise NotImplementedError()
 
 
 # --- extended_lr: the LR of a resumed run with a new horizon ------------------------------------
@@ -237,37 +237,23 @@ NAMES = lambda c: c.__name__  # noqa: E731
 @pytest.mark.parametrize("check", list(CASES), ids=NAMES)
 def test_right_answers_pass_public_and_hidden(check):
     for solution in CASES[check][0]:
-        public = check(solution)
-        assert public and repr(public).startswith("✅"), (solution, public.message)
-        hidden = check(solution, hidden=True)
-        assert hidden and "hidden ones included" in hidden.message, (solution, hidden.message)
-        assert hidden.assert_passed() is hidden
+        assert_passes(check, solution)
 
 
 @pytest.mark.parametrize("check", list(CASES), ids=NAMES)
 def test_wrong_answers_fail_naming_the_input(check):
     for wrong in CASES[check][1]:
-        result = check(wrong, hidden=True)
-        assert not result, (wrong, result.message)
-        assert "Hint:" in result.message and "expected" in result.message, result.message
-        assert "(" in result.message.split(": expected")[0], result.message  # the call, with its input
-        with pytest.raises(AssertionError, match="Hint:"):
-            result.assert_passed()
+        assert_fails_naming_the_input(check, wrong, may_raise=False)
 
 
 @pytest.mark.parametrize("check", list(CASES), ids=NAMES)
 def test_echoing_the_inputs_fails(check):
-    result = check(CASES[check][2], hidden=True)
-    assert not result and "Hint:" in result.message, result.message
+    assert_echo_fails(check, CASES[check][2])
 
 
 @pytest.mark.parametrize("check", list(CASES), ids=NAMES)
 def test_not_written_yet(check):
-    for hidden in (False, True):
-        result = check(stub, hidden=hidden)
-        assert not result and "not written yet" in result.message
-        with pytest.raises(AssertionError, match="not written yet"):
-            result.assert_passed()
+    assert_not_written_yet(check)
 
 
 def test_hidden_cases_are_different_inputs():

@@ -1,0 +1,43 @@
+"""The contract every exercise check keeps, shared by the per-notebook check tests
+(tests/test_checks_*.py): right answers pass public and hidden cases, wrong ones fail with a
+hint that names the input, echoing the inputs fails, and an unwritten function says so."""
+
+import pytest
+
+
+def stub(*args):
+    raise NotImplementedError()
+
+
+def assert_passes(check, solution) -> None:
+    public = check(solution)
+    assert public and repr(public).startswith("✅"), (solution, public.message)
+    hidden = check(solution, hidden=True)
+    assert hidden and "hidden ones included" in hidden.message, (solution, hidden.message)
+    assert hidden.assert_passed() is hidden
+
+
+def assert_fails_naming_the_input(check, wrong, may_raise: bool = True) -> None:
+    """`may_raise`: a wrong answer may also fail by raising (the message then says what it raised)."""
+    result = check(wrong, hidden=True)
+    assert not result, (wrong, result.message)
+    assert "Hint:" in result.message
+    said = ("expected", "raised") if may_raise else ("expected",)
+    assert any(word in result.message for word in said), result.message
+    if "expected" in result.message:
+        assert "(" in result.message.split(": expected")[0], result.message  # the call, with its input
+    with pytest.raises(AssertionError, match="Hint:"):
+        result.assert_passed()
+
+
+def assert_echo_fails(check, echo) -> None:
+    result = check(echo, hidden=True)
+    assert not result and "Hint:" in result.message, result.message
+
+
+def assert_not_written_yet(check) -> None:
+    for hidden in (False, True):
+        result = check(stub, hidden=hidden)
+        assert not result and "not written yet" in result.message
+        with pytest.raises(AssertionError, match="not written yet"):
+            result.assert_passed()
