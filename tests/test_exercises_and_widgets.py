@@ -65,8 +65,6 @@ CASES = {
     ex.check_nats_per_char: (lambda loss, nt, nc: loss * nt / nc, lambda loss, nt, nc: loss * nc / nt),
     ex.check_top_k: (_top_k, lambda logits, k: logits.masked_fill(logits <= torch.topk(logits, min(k, logits.numel())).values[-1], float("-inf"))),
     ex.check_temperature: (_temperature, lambda logits, t: torch.softmax(logits * max(t, 1e-3), -1)),
-    ex.check_crop: (lambda ids, T: ids[-T:], lambda ids, T: ids[:T]),
-    ex.check_kv_cache_bytes: (lambda L, C, T, B, b: 2 * L * C * T * B * b, lambda L, C, T, B, b: L * C * T * B * b),
 }
 
 

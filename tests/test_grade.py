@@ -48,12 +48,12 @@ def tree_digest(folder):
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-CROP_RIGHT = "def crop(ids, block_size):\n    return list(ids)[-block_size:]\n"
-KV_RIGHT = "def kv_cache_bytes(n_layer, n_embd, seq_len, batch, bytes_per_value):\n    return 2 * n_layer * n_embd * seq_len * batch * bytes_per_value\n"
-# right type and shape, right on the public cases, wrong values elsewhere (hard-coded answers)
-KV_HARDCODED = ("def kv_cache_bytes(n_layer, n_embd, seq_len, batch, bytes_per_value):\n"
-                "    known = {(4, 256, 128, 1, 4): 1048576, (12, 768, 1024, 2, 2): 75497472}\n"
-                "    return known.get((n_layer, n_embd, seq_len, batch, bytes_per_value), 1048576)\n")
+PARAMS_RIGHT = "def param_count(V, T, C, L):\n    return V * C + T * C + L * (12 * C * C + 13 * C) + 2 * C\n"
+LOSS_RIGHT = "import math\n\ndef initial_loss(V):\n    return math.log(V)\n"
+# right type, right on the public cases, wrong values elsewhere (hard-coded answers)
+LOSS_HARDCODED = ("def initial_loss(V):\n"
+                  "    known = {2: 0.6931471805599453, 8000: 8.987196820661973, 50257: 10.82490511970208}\n"
+                  "    return known.get(V, 0.0)\n")
 TOP_K_PUBLIC_ONLY = ("def top_k_filter(logits, k):\n"
                      "    if logits.numel() != 5:\n"
                      "        return logits.clone()  # right shape, wrong values\n"
@@ -67,32 +67,33 @@ def batch(tmp_path_factory):
     subs = tmp_path_factory.mktemp("submissions")
     for path in NOTEBOOKS:  # (the solutions are graded in the command-line test below)
         write(student_copy(course_nb(path.name)), subs / "ben" / path.name)         # untouched copies
-    # cy: the crop check replaced by `pass`, the kv check deleted, both solutions wrong
-    cy = handed_in("07_export.ipynb", crop="def crop(ids, block_size):\n    return ids[:block_size]\n",
-                   kv_cache_bytes="def kv_cache_bytes(*args):\n    return 0\n")
-    check_cell(cy, "crop").source = "pass"
-    cy.cells.remove(check_cell(cy, "kv_cache_bytes"))
-    write(cy, subs / "cy" / "07_export.ipynb")
+    # cy: the param_count check replaced by `pass`, the initial_loss check deleted, both solutions wrong
+    cy = handed_in("04_minigpt.ipynb", param_count="def param_count(V, T, C, L):\n    return V * C\n",
+                   initial_loss="def initial_loss(*args):\n    return 0\n")
+    check_cell(cy, "param_count").source = "pass"
+    cy.cells.remove(check_cell(cy, "initial_loss"))
+    write(cy, subs / "cy" / "04_minigpt.ipynb")
     write(handed_in("06_sampling_and_chat.ipynb", top_k=TOP_K_PUBLIC_ONLY), subs / "cy" / "06_sampling_and_chat.ipynb")
-    # dee: an infinite loop in 07; 06 right
-    write(handed_in("07_export.ipynb", crop="def crop(ids, block_size):\n    while True:\n        pass\n",
-                    kv_cache_bytes=KV_RIGHT), subs / "dee" / "07_export.ipynb")
+    # dee: an infinite loop in 04; 06 right
+    write(handed_in("04_minigpt.ipynb", param_count="def param_count(V, T, C, L):\n    while True:\n        pass\n",
+                    initial_loss=LOSS_RIGHT), subs / "dee" / "04_minigpt.ipynb")
     write(nbformat.read(COURSE / "06_sampling_and_chat.ipynb", as_version=4), subs / "dee" / "06_sampling_and_chat.ipynb")
     # eve: a corrupt file, flat layout
-    (subs / "eve__07_export.ipynb").write_text('{"cells": [', encoding="utf-8")
+    (subs / "eve__04_minigpt.ipynb").write_text('{"cells": [', encoding="utf-8")
     # fay: every cell's metadata lost (copied into a fresh notebook), right answers, flat layout
-    fay = handed_in("07_export.ipynb", crop=CROP_RIGHT, kv_cache_bytes=KV_RIGHT)
+    fay = handed_in("04_minigpt.ipynb", param_count=PARAMS_RIGHT, initial_loss=LOSS_RIGHT)
     for cell in fay.cells:
         cell.metadata = {}
-    write(fay, subs / "fay__07_export.ipynb")
+    write(fay, subs / "fay__04_minigpt.ipynb")
     # gus: wrong answers, and tries to replace the checks from inside his solution cells
-    write(handed_in("07_export.ipynb",
-                    crop="from mini_llm.checks import Result\n\ndef check_crop(*a, **k):\n    return Result(True, 'fine')\n\n"
-                         "def crop(ids, block_size):\n    return []\n",
-                    kv_cache_bytes="import mini_llm.checks as c\nc.check_kv_cache_bytes = lambda *a, **k: c.Result(True, 'fine')\n\n"
-                                   + KV_HARDCODED), subs / "gus" / "07_export.ipynb")
+    write(handed_in("04_minigpt.ipynb",
+                    param_count="from mini_llm.checks import Result\n\ndef check_param_count(*a, **k):\n"
+                                "    return Result(True, 'fine')\n\ndef param_count(V, T, C, L):\n    return 0\n",
+                    initial_loss="import mini_llm.checks as c\nc.check_initial_loss = lambda *a, **k: c.Result(True, 'fine')\n\n"
+                                 + LOSS_HARDCODED), subs / "gus" / "04_minigpt.ipynb")
     # hal: a solution cell that kills its kernel
-    write(handed_in("07_export.ipynb", crop="import os\nos._exit(1)\n", kv_cache_bytes=KV_RIGHT), subs / "hal" / "07_export.ipynb")
+    write(handed_in("04_minigpt.ipynb", param_count="import os\nos._exit(1)\n", initial_loss=LOSS_RIGHT),
+          subs / "hal" / "04_minigpt.ipynb")
 
     before = tree_digest(subs)
     course = grade.load_course(COURSE)
@@ -115,10 +116,10 @@ def test_untouched_copies_get_zero_not_attempted(batch):
 
 
 def test_edited_or_deleted_checks_still_run_from_the_course(batch):
-    o = batch["rows"]["cy", "07_export.ipynb"]
+    o = batch["rows"]["cy", "04_minigpt.ipynb"]
     assert o.status == "graded" and o.total == 0
-    assert "crop([1, 2, 3, 4, 5], 3): expected [3, 4, 5], got [1, 2, 3]" in feedback(o)["crop"]
-    assert "KV cache size" in feedback(o)["kv_cache_bytes"] and "expected" in feedback(o)["kv_cache_bytes"]
+    assert "parameter count(8000, 128, 256, 4): expected 5240320, got 2048000" in feedback(o)["param_count"]
+    assert "initial loss" in feedback(o)["initial_loss"] and "expected" in feedback(o)["initial_loss"]
 
 
 def test_public_only_answers_fail_the_hidden_cases(batch):
@@ -126,36 +127,36 @@ def test_public_only_answers_fail_the_hidden_cases(batch):
     assert o.scores["top_k"] == 0 and o.scores["temperature"] == 0
     message = feedback(o)["top_k"]
     assert "top-k([0.25, -2.0, 5.0, 3.0, 3.5, -1.0, 0.0], 3)" in message and "expected" in message, message  # a hidden input
-    gus = batch["rows"]["gus", "07_export.ipynb"]
-    assert gus.scores["kv_cache_bytes"] == 0 and "6, 384, 256, 8, 2" in feedback(gus)["kv_cache_bytes"]
+    gus = batch["rows"]["gus", "04_minigpt.ipynb"]
+    assert gus.scores["initial_loss"] == 0 and "initial loss(65)" in feedback(gus)["initial_loss"]  # a hidden input
 
 
 def test_checks_redefined_in_a_solution_cell_do_not_count(batch):
-    o = batch["rows"]["gus", "07_export.ipynb"]
-    assert o.total == 0 and "expected [3, 4, 5], got []" in feedback(o)["crop"]
+    o = batch["rows"]["gus", "04_minigpt.ipynb"]
+    assert o.total == 0 and "expected 5240320, got 0" in feedback(o)["param_count"]
 
 
 def test_an_infinite_loop_times_out_and_the_rest_is_graded(batch):
-    o = batch["rows"]["dee", "07_export.ipynb"]
-    assert o.status == f"timeout: still running after {TIMEOUT} s in exercise crop" and o.total == 0
-    assert feedback(o)["kv_cache_bytes"] == "not graded: the notebook stopped before this check finished"
-    assert feedback(o)["crop"] == f"timeout: still running after {TIMEOUT} s in this exercise (an endless loop? a crash?)"
+    o = batch["rows"]["dee", "04_minigpt.ipynb"]
+    assert o.status == f"timeout: still running after {TIMEOUT} s in exercise param_count" and o.total == 0
+    assert feedback(o)["initial_loss"] == "not graded: the notebook stopped before this check finished"
+    assert feedback(o)["param_count"] == f"timeout: still running after {TIMEOUT} s in this exercise (an endless loop? a crash?)"
     assert batch["rows"]["dee", "06_sampling_and_chat.ipynb"].total == 2
-    assert batch["rows"]["hal", "07_export.ipynb"].status == "error: the kernel died in exercise crop"
+    assert batch["rows"]["hal", "04_minigpt.ipynb"].status == "error: the kernel died in exercise param_count"
 
 
 def test_corrupt_file_is_an_error_row(batch):
-    o = batch["rows"]["eve", "07_export.ipynb"]
+    o = batch["rows"]["eve", "04_minigpt.ipynb"]
     assert o.status.startswith("error: not a readable notebook") and o.total == 0
 
 
 def test_lost_metadata_falls_back_to_the_function_name(batch):
-    o = batch["rows"]["fay", "07_export.ipynb"]
+    o = batch["rows"]["fay", "04_minigpt.ipynb"]
     assert o.status == "graded" and o.total == 2
 
 
 def test_missing_notebooks_get_a_row(batch):
-    o = batch["rows"]["eve", "04_minigpt.ipynb"]
+    o = batch["rows"]["eve", "06_sampling_and_chat.ipynb"]
     assert o.status == "missing: not handed in" and o.total == 0
 
 
@@ -165,15 +166,15 @@ def test_submissions_are_not_modified_and_files_are_written(batch, tmp_path):
     grade.write_feedback(tmp_path / "feedback", batch["outcomes"])
     lines = (tmp_path / "grades.csv").read_text().splitlines()
     assert lines[0].startswith("student,notebook,") and lines[0].endswith(",total,max,status")
-    assert "crop" in lines[0] and "top_k" in lines[0]
+    assert "param_count" in lines[0] and "top_k" in lines[0]
     assert len(lines) == 1 + len(batch["outcomes"])
-    assert any(line.startswith("fay,07_export,") and line.endswith(",2,2,graded") for line in lines)
-    text = (tmp_path / "feedback" / "cy" / "07_export.md").read_text()
-    assert "## crop: 0 / 1" in text and "Hint:" in text
-    assert (tmp_path / "feedback" / "dee" / "07_export.md").read_text().count("timeout") >= 1
+    assert any(line.startswith("fay,04_minigpt,") and line.endswith(",2,2,graded") for line in lines)
+    text = (tmp_path / "feedback" / "cy" / "04_minigpt.md").read_text()
+    assert "## param_count: 0 / 1" in text and "Hint:" in text
+    assert (tmp_path / "feedback" / "dee" / "04_minigpt.md").read_text().count("timeout") >= 1
     table = grade.summary(batch["course"], batch["outcomes"])
     assert table[0].split() == ["exercise", "notebook", "mean", "solved"]
-    assert any(line.startswith("crop") for line in table)
+    assert any(line.startswith("param_count") for line in table)
 
 
 # --- what runs: imports + exercises, or the whole notebook -------------------------------------
@@ -224,18 +225,14 @@ def test_full_run_when_a_solution_needs_the_notebook(tmp_path):
 # --- the command line ----------------------------------------------------------------------------
 
 
-CY = {  # a third student: one exercise right and one wrong in each of 04-07
+CY = {  # a third student: one exercise right and one wrong in 04 and 06
     "04_minigpt.ipynb": dict(param_count="def param_count(V, T, C, L):\n    return (V + T) * C + L * C * (12 * C + 13) + 2 * C\n",
                              initial_loss="def initial_loss(V):\n    return 1 / V\n"),
-    "05_training.ipynb": dict(lr_schedule="def lr_schedule(step, total_steps, max_lr, warmup_steps, min_lr):\n    return max_lr\n",
-                              nats_per_char="def nats_per_char(loss_per_token, n_tokens, n_chars):\n"
-                                            "    return loss_per_token / (n_chars / n_tokens)\n"),
     "06_sampling_and_chat.ipynb": dict(top_k=TOP_K_PUBLIC_ONLY,
                                        temperature="def probs_at_temperature(logits, temperature):\n"
                                                    "    if temperature == 0:\n"
                                                    "        return (logits == logits.max()).float()\n"
                                                    "    return torch.softmax(logits / temperature, -1)\n"),
-    "07_export.ipynb": dict(crop=CROP_RIGHT, kv_cache_bytes=KV_HARDCODED),
 }
 
 
@@ -264,8 +261,7 @@ def test_cli_three_students_every_notebook_twice_gives_the_same_csv(tmp_path):
         if r["student"] == "ben":
             assert r["total"] == "0" and r["status"] == ("not attempted" if r["max"] != "0" else "no exercises"), r
     cy = {r["notebook"]: r for r in rows if r["student"] == "cy"}
-    want = {"04_minigpt": {"param_count": "1", "initial_loss": "0"}, "05_training": {"lr_schedule": "0", "nats_per_char": "1"},
-            "06_sampling_and_chat": {"top_k": "0", "temperature": "1"}, "07_export": {"crop": "1", "kv_cache_bytes": "0"}}
+    want = {"04_minigpt": {"param_count": "1", "initial_loss": "0"}, "06_sampling_and_chat": {"top_k": "0", "temperature": "1"}}
     for notebook, scores in want.items():
         assert {k: cy[notebook][k] for k in scores} == scores and cy[notebook]["total"] == "1", cy[notebook]
     out = proc.stdout.decode()
