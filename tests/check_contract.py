@@ -41,3 +41,30 @@ def assert_not_written_yet(check) -> None:
         assert not result and "not written yet" in result.message
         with pytest.raises(AssertionError, match="not written yet"):
             result.assert_passed()
+
+
+def contract_tests(cases: dict, may_raise: bool = True):
+    """The four contract tests over a table {check: ([right answers], [wrong answers], echo)};
+    a test module binds them to `test_...` names so pytest collects them."""
+    parametrize = pytest.mark.parametrize("check", list(cases), ids=lambda c: c.__name__)
+
+    @parametrize
+    def right_answers_pass_public_and_hidden(check):
+        for solution in cases[check][0]:
+            assert_passes(check, solution)
+
+    @parametrize
+    def wrong_answers_fail_naming_the_input(check):
+        for wrong in cases[check][1]:
+            assert_fails_naming_the_input(check, wrong, may_raise)
+
+    @parametrize
+    def echoing_the_inputs_fails(check):
+        assert_echo_fails(check, cases[check][2])
+
+    @parametrize
+    def not_written_yet(check):
+        assert_not_written_yet(check)
+
+    return (right_answers_pass_public_and_hidden, wrong_answers_fail_naming_the_input, echoing_the_inputs_fails,
+            not_written_yet)

@@ -10,8 +10,7 @@ import torch
 from mini_llm import checks as ex
 from mini_llm.attention import attention
 from mini_llm.bpe import merge as bpe_merge
-from tests.check_contract import (assert_echo_fails, assert_fails_naming_the_input, assert_not_written_yet,
-                                   assert_passes)
+from tests.check_contract import contract_tests
 
 
 
@@ -257,29 +256,10 @@ CASES = {
                                                   for i in range(3)) for h in range(nh)]],
                             lambda w, nh: [(w, w, w)] * nh),
 }
-NAMES = lambda c: c.__name__  # noqa: E731
 
 
-@pytest.mark.parametrize("check", list(CASES), ids=NAMES)
-def test_right_answers_pass_public_and_hidden(check):
-    for solution in CASES[check][0]:
-        assert_passes(check, solution)
-
-
-@pytest.mark.parametrize("check", list(CASES), ids=NAMES)
-def test_wrong_answers_fail_naming_the_input(check):
-    for wrong in CASES[check][1]:
-        assert_fails_naming_the_input(check, wrong)
-
-
-@pytest.mark.parametrize("check", list(CASES), ids=NAMES)
-def test_echoing_the_inputs_fails(check):
-    assert_echo_fails(check, CASES[check][2])
-
-
-@pytest.mark.parametrize("check", list(CASES), ids=NAMES)
-def test_not_written_yet(check):
-    assert_not_written_yet(check)
+(test_right_answers_pass_public_and_hidden, test_wrong_answers_fail_naming_the_input, test_echoing_the_inputs_fails,
+ test_not_written_yet) = contract_tests(CASES)
 
 
 def test_hidden_cases_are_different_inputs():

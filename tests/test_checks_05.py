@@ -6,15 +6,13 @@ import math
 import re
 from types import SimpleNamespace
 
-import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from mini_llm import checks as ex
 from mini_llm.schedule import LRPlan
-from tests.check_contract import (assert_echo_fails, assert_fails_naming_the_input, assert_not_written_yet,
-                                   assert_passes)
+from tests.check_contract import contract_tests
 
 
 
@@ -231,29 +229,10 @@ CASES = {
                              groups_decaying_layernorm, lambda model, wd: decay_groups(model, wd)[:1]],
                             lambda model, wd: model),
 }
-NAMES = lambda c: c.__name__  # noqa: E731
 
 
-@pytest.mark.parametrize("check", list(CASES), ids=NAMES)
-def test_right_answers_pass_public_and_hidden(check):
-    for solution in CASES[check][0]:
-        assert_passes(check, solution)
-
-
-@pytest.mark.parametrize("check", list(CASES), ids=NAMES)
-def test_wrong_answers_fail_naming_the_input(check):
-    for wrong in CASES[check][1]:
-        assert_fails_naming_the_input(check, wrong, may_raise=False)
-
-
-@pytest.mark.parametrize("check", list(CASES), ids=NAMES)
-def test_echoing_the_inputs_fails(check):
-    assert_echo_fails(check, CASES[check][2])
-
-
-@pytest.mark.parametrize("check", list(CASES), ids=NAMES)
-def test_not_written_yet(check):
-    assert_not_written_yet(check)
+(test_right_answers_pass_public_and_hidden, test_wrong_answers_fail_naming_the_input, test_echoing_the_inputs_fails,
+ test_not_written_yet) = contract_tests(CASES, may_raise=False)
 
 
 def test_hidden_cases_are_different_inputs():
