@@ -68,3 +68,36 @@ def contract_tests(cases: dict, may_raise: bool = True):
 
     return (right_answers_pass_public_and_hidden, wrong_answers_fail_naming_the_input, echoing_the_inputs_fails,
             not_written_yet)
+
+
+def assert_protocol_cells(pairs, cases: dict, checks_module) -> set:
+    """[(solution cell, check cell)]: each check cell calls a tested check on the solution's function,
+    then asserts its hidden cases in nbgrader's hidden-test block. Returns the checks used."""
+    import re
+
+    used = set()
+    for solution, check in pairs:
+        fn = re.search(r"^def (\w+)\(", solution.source, re.M).group(1)
+        call = re.search(r"^(check_\w+)\(" + fn + r"\)$", check.source, re.M)
+        assert call, check.source
+        assert getattr(checks_module, call.group(1)) in cases, call.group(1)
+        used.add(getattr(checks_module, call.group(1)))
+        hidden = f"### BEGIN HIDDEN TESTS\n{call.group(1)}({fn}, hidden=True).assert_passed()\n### END HIDDEN TESTS"
+        assert check.source.rstrip().endswith(hidden), check.source
+    return used
+
+
+def assert_student_copies_say_not_written_yet(pairs, namespace: dict) -> None:
+    """Run each exercise as a student copy has it (solution stripped, hidden block removed)."""
+    import re
+
+    from mini_llm.exercises import strip_solutions
+
+    for solution, check in pairs:
+        scope = dict(namespace)
+        exec(strip_solutions(solution.source), scope)  # defining the function never raises
+        public = re.sub(r"### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS\n?", "", check.source, flags=re.S).strip()
+        *setup, last = public.splitlines()
+        exec("\n".join(setup), scope)
+        result = eval(last, scope)
+        assert not result and "not written yet" in result.message, result

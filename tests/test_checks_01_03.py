@@ -10,7 +10,7 @@ import torch
 from mini_llm import checks as ex
 from mini_llm.attention import attention
 from mini_llm.bpe import merge as bpe_merge
-from tests.check_contract import contract_tests
+from tests.check_contract import assert_protocol_cells, assert_student_copies_say_not_written_yet, contract_tests
 
 
 
@@ -322,35 +322,16 @@ def _exercises(name):
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_three_exercises_with_public_and_hidden_checks(name):
-    import re
-
     pairs = _exercises(name)
     assert len(pairs) >= 3, name
-    for solution, check in pairs:
-        fn = re.search(r"^def (\w+)\(", solution.source, re.M).group(1)
-        call = re.search(r"^(check_\w+)\(" + fn + r"\)$", check.source, re.M)
-        assert call, check.source
-        assert getattr(ex, call.group(1)) in CASES, call.group(1)
-        hidden = f"### BEGIN HIDDEN TESTS\n{call.group(1)}({fn}, hidden=True).assert_passed()\n### END HIDDEN TESTS"
-        assert check.source.rstrip().endswith(hidden), check.source
+    assert_protocol_cells(pairs, CASES, ex)
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_student_copy_exercises_say_not_written_yet(name):
     """In a student copy (solutions stripped, hidden tests removed as nbgrader's release does)
     each exercise's check cell runs without raising and reports "not written yet"."""
-    import re
-
-    from mini_llm.exercises import strip_solutions
-
-    for solution, check in _exercises(name):
-        namespace = {}
-        exec(strip_solutions(solution.source), namespace)  # defining the function never raises
-        public = re.sub(r"### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS\n?", "", check.source, flags=re.S).strip()
-        *setup, last = public.splitlines()
-        exec("\n".join(setup), namespace)
-        result = eval(last, namespace)
-        assert not result and "not written yet" in result.message, (name, result)
+    assert_student_copies_say_not_written_yet(_exercises(name), {})
 
 
 def test_every_check_01_03_is_used_in_its_notebooks():

@@ -10,7 +10,7 @@ import torch
 from torch.export import Dim
 
 from mini_llm import checks as ex
-from tests.check_contract import contract_tests
+from tests.check_contract import assert_protocol_cells, assert_student_copies_say_not_written_yet, contract_tests
 
 
 
@@ -295,31 +295,13 @@ def _exercises():
 def test_three_exercises_with_public_and_hidden_checks():
     pairs = _exercises()
     assert len(pairs) >= 3
-    used = set()
-    for solution, check in pairs:
-        fn = re.search(r"^def (\w+)\(", solution.source, re.M).group(1)
-        call = re.search(r"^(check_\w+)\(" + fn + r"\)$", check.source, re.M)
-        assert call, check.source
-        assert getattr(ex, call.group(1)) in CASES, call.group(1)
-        used.add(getattr(ex, call.group(1)))
-        hidden = f"### BEGIN HIDDEN TESTS\n{call.group(1)}({fn}, hidden=True).assert_passed()\n### END HIDDEN TESTS"
-        assert check.source.rstrip().endswith(hidden), check.source
-    assert used == set(CASES)
+    assert assert_protocol_cells(pairs, CASES, ex) == set(CASES)
 
 
 def test_student_copy_exercises_say_not_written_yet():
     """In a student copy (solutions stripped, hidden tests removed as nbgrader's release does)
     each exercise's check cell runs without raising and reports "not written yet"."""
-    from mini_llm.exercises import strip_solutions
-
-    for solution, check in _exercises():
-        namespace = {}
-        exec(strip_solutions(solution.source), namespace)  # defining the function never raises
-        public = re.sub(r"### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS\n?", "", check.source, flags=re.S).strip()
-        *setup, last = public.splitlines()
-        exec("\n".join(setup), namespace)
-        result = eval(last, namespace)
-        assert not result and "not written yet" in result.message, result
+    assert_student_copies_say_not_written_yet(_exercises(), {})
 
 
 def test_checks_leave_the_global_rng_alone():
