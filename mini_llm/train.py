@@ -75,6 +75,8 @@ class TrainConfig:
     eval_windows: int = 128  # periodic evals use this many fixed val windows ...
     final_eval_windows: int | None = None  # ... and the final one this many (None: the whole val split)
     log_interval: int = 10
+    samples: int = 0  # tokens of text generated at step 0 and at every eval, into samples.jsonl (0: none)
+    sample_prompt: str = "\n"
     seed: int = 1337
     device: str = "auto"
 
@@ -84,6 +86,10 @@ class TrainConfig:
 
     def validate(self) -> None:
         positive = ["batch_size", "grad_accum", "eval_interval", "eval_windows", "log_interval", "stride"]
+        if self.samples < 0:
+            raise UserError(f"--samples must be 0 (none) or a number of tokens (got {self.samples})")
+        if self.samples and not self.sample_prompt:
+            raise UserError("--sample-prompt is empty: give at least one character of text")
         if self.final_eval_windows is not None:
             positive.append("final_eval_windows")
         for name in positive:
@@ -279,6 +285,8 @@ def _loop(run: Run, log, progress: bool, on_step) -> dict:
     bar = _progress_bar(run, progress)
     speed = _Speed()
     start_step, interrupted = state.step, False
+    if state.step == 0:
+        _write_sample(run, None)  # what the untrained model writes, to compare later samples with
     try:
         while True:
             seconds = _from_rank0(clock.seconds(), run.world)  # rank 0's clock decides for every rank
@@ -374,6 +382,7 @@ def _evaluate_and_save(run: Run, save_last: bool = True) -> dict:
     result = _from_rank0(_run_eval(run, run.cfg.eval_windows) if run.rank == 0 else None, run.world)
     _write_metrics(run, {"step": run.state.step, **result, "subset": True})
     run.shown["val"] = f"{result['val_loss']:.3f}"
+    _write_sample(run, result["val_loss"])
     if result["val_loss"] < run.state.best_val:
         run.state.best_val = result["val_loss"]
         _save(run, "best", {"val": result})
@@ -561,6 +570,22 @@ def _write_metrics(run: Run, record: dict) -> None:
             f.write(json.dumps(record) + "\n")
 
 
+def _write_sample(run: Run, val_loss: float | None) -> None:
+    """With cfg.samples: the text the model writes now, appended to samples.jsonl. Sampled with
+    the default settings from a generator seeded by cfg.seed, so every sample of a run starts
+    from the same random numbers and only the model differs; training's RNG is not touched."""
+    if not run.cfg.samples or run.rank != 0:
+        return
+    from mini_llm.generate import Sampling, generate  # generation sits beside training; imported only when sampling
+
+    text = generate(run.model, run.prepared.tokenizer, run.cfg.sample_prompt, run.cfg.samples,
+                    seed=run.cfg.seed)
+    record = {"step": run.state.step, "val_loss": val_loss, "prompt": run.cfg.sample_prompt, "text": text,
+              "sampling": asdict(Sampling(seed=run.cfg.seed))}
+    with open(run.out / "samples.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
 def _save(run: Run, name: str, extra: dict | None = None) -> None:
     """Write checkpoint `name` (every rank takes part in gathering the RNG and batch states)."""
     train_state = {"optimizer": run.optimizer.state_dict(), "rng": _gather(rng_state(run.device), run.world),
@@ -723,6 +748,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the fixed val subset every eval scores (it alone decides best); the final eval also scores the whole split")
     g.add_argument("--final-eval-windows", type=int, default=None, help="val windows for the final eval (default: all)")
     g.add_argument("--log-interval", type=int, default=d.log_interval)
+    g.add_argument("--samples", type=int, default=d.samples, metavar="TOKENS",
+                   help="write this many tokens of generated text to samples.jsonl at step 0 and at every eval (default 0: none)")
+    g.add_argument("--sample-prompt", default=d.sample_prompt,
+                   help=r"the text samples continue (default a newline; \n in it means a newline)")
     g.add_argument("--seed", type=int, default=d.seed)
     g.add_argument("--device", default=d.device, help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")
     g.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
@@ -730,7 +759,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args) -> TrainConfig:
-    return TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)})
+    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    if "sample_prompt" in values:
+        values["sample_prompt"] = values["sample_prompt"].replace("\\n", "\n")  # a shell cannot type a newline easily
+    return TrainConfig(**values)
 
 
 def run(args) -> int:

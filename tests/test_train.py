@@ -236,3 +236,34 @@ def test_ddp_two_processes_on_cpu(corpus_file, prepared, tmp_path):
     assert meta["world_size"] == 2 and meta["step"] == 6
     model, _, _ = ckpt.load_checkpoint(out / "last")
     assert model.config.n_layer == 1
+
+
+def test_samples_are_written_at_step_0_and_every_eval_without_changing_training(prepared, tmp_path):
+    train(tiny_config(), prepared=prepared, out=tmp_path / "plain", **QUIET)
+    train(tiny_config(samples=12, sample_prompt="a"), prepared=prepared, out=tmp_path / "sampled", **QUIET)
+    a, b = _weights(tmp_path / "plain"), _weights(tmp_path / "sampled")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # training's RNG untouched
+    assert not (tmp_path / "plain" / "samples.jsonl").exists()
+    records = [json.loads(l) for l in (tmp_path / "sampled" / "samples.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [0, 15, 30]
+    assert records[0]["val_loss"] is None and all(isinstance(r["val_loss"], float) for r in records[1:])
+    assert all(r["prompt"] == "a" and r["text"] and r["sampling"]["seed"] == 0 for r in records)
+    assert records[0]["text"] != records[-1]["text"]  # the same random numbers, a trained model
+
+
+def test_samples_flags(corpus_file, tmp_path):
+    args = _parser().parse_args(["--samples", "5", "--sample-prompt", "ROMEO:\\n"])
+    assert config_from_args(args).sample_prompt == "ROMEO:\n"
+    with pytest.raises(UserError, match="--samples"):
+        tiny_config(samples=-1).validate()
+    proc = run_cli("train", "--data", corpus_file, "--out", tmp_path / "r", "--samples", "4", "--sample-prompt", "",
+                   "--max-steps", "2")
+    assert proc.returncode == 2 and "--sample-prompt is empty" in one_error_line(proc)
+
+
+def _parser():
+    import argparse
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    return p
