@@ -267,3 +267,23 @@ def _parser():
     p = argparse.ArgumentParser()
     add_arguments(p)
     return p
+
+
+def test_course_model_prefers_a_trained_default_size_run(monkeypatch, tmp_path):
+    from mini_llm import course
+
+    monkeypatch.setenv("MINI_LLM_HOME", str(tmp_path))
+    assert course.trained_runs() == []
+    for name, size, step in [("small", dict(n_layer=2), 900), ("young", {}, 20), ("good", {}, 400)]:
+        meta = tmp_path / "runs" / name / "best" / "meta.json"
+        meta.parent.mkdir(parents=True)
+        meta.write_text(json.dumps({"model_config": dict(GPTConfigDefaults(), **size), "step": step}))
+    (tmp_path / "runs" / "broken" / "best").mkdir(parents=True)
+    (tmp_path / "runs" / "broken" / "best" / "meta.json").write_text("{not json")
+    assert [r.name for r in course.trained_runs()] == ["good"]
+
+
+def GPTConfigDefaults():
+    from mini_llm.model import GPTConfig
+
+    return GPTConfig().to_dict()

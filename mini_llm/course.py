@@ -1,0 +1,57 @@
+"""What the course notebooks share: a trained model to look at.
+
+Notebooks 04 and 06 explore a model that has learned something (attention heads that look at
+the previous token, text that reads like a play). They take the newest run of the default
+model size that trained long enough, such as the README's 5-minute main job; without one they
+train a short run here, once, and say so.
+"""
+
+import json
+from pathlib import Path
+
+from mini_llm.checkpoint import load_checkpoint
+from mini_llm.model import GPTConfig
+from mini_llm.paths import display, runs_dir
+
+MIN_STEPS = 300  # about 3 minutes on a 2-core CPU at the default size: heads and words have formed
+FALLBACK = "course-fallback"
+SIZE = ("vocab_size", "block_size", "n_embd", "n_head", "n_layer")
+
+
+def trained_runs(min_steps: int = MIN_STEPS) -> list[Path]:
+    """Run folders under runs/ whose best checkpoint is the default model size and has trained
+    at least `min_steps` steps, newest first."""
+    default = GPTConfig()
+    found = []
+    for meta_path in runs_dir().glob("*/best/meta.json") if runs_dir().exists() else []:
+        try:
+            meta = json.loads(meta_path.read_text())
+            config = meta["model_config"]
+            fits = all(config[k] == getattr(default, k) for k in SIZE) and meta["step"] >= min_steps
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not a readable checkpoint: not ours to judge here
+        if fits:
+            found.append(meta_path.parent.parent)
+    return sorted(found, key=lambda run: (run / "best" / "meta.json").stat().st_mtime, reverse=True)
+
+
+def trained_model(fallback_seconds: float = 45, log=print):
+    """(model, tokenizer, meta) of the newest trained run (see `trained_runs`); without one, a
+    run of `fallback_seconds` with the default recipe in runs/course-fallback (trained once,
+    reused after)."""
+    runs = trained_runs()
+    if runs:
+        model, tok, meta = load_checkpoint(runs[0])
+        log(f"using {display(meta['folder'])}: step {meta['step']:,}")
+        return model, tok, meta
+    fallback = runs_dir() / FALLBACK
+    if not (fallback / "best" / "meta.json").exists():
+        from mini_llm.train import TrainConfig, train  # only when there is no trained run yet
+
+        log(f"no trained run of the default size under runs/ (run the README's first command for one): "
+            f"training {fallback_seconds:.0f} s here instead; expect rougher heads and text")
+        train(TrainConfig(time_budget=fallback_seconds, final_eval_windows=64), out=fallback, progress=False,
+              log=lambda *a: None)
+    model, tok, meta = load_checkpoint(fallback)
+    log(f"using {display(meta['folder'])}: step {meta['step']:,} (a short fallback run)")
+    return model, tok, meta
