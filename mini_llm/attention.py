@@ -35,6 +35,24 @@ def attention(q, k, v, mask: torch.Tensor | None = None):
     return weights @ v, weights
 
 
+def rotary(x, positions, base: float = 10000.0):
+    """Rotary position embedding (RoPE): rotate each pair of channels (i, i + hs/2) of the
+    vector at position p by the angle p * base^(-2i/hs).
+
+    x: (..., T, hs) queries or keys; positions: (T,) their positions (or one number for all).
+    A query rotated by position m dotted with a key rotated by n depends only on m - n:
+    attention sees relative positions, so nothing is added to the token embeddings. Rotations
+    compose, so rotating by -n moves every vector n positions back (a sliding KV cache).
+    """
+    half = x.size(-1) // 2
+    freq = base ** (-torch.arange(half, device=x.device, dtype=torch.float32) / half)  # (hs/2,)
+    positions = torch.as_tensor(positions, device=x.device, dtype=torch.float32).reshape(-1, 1)  # (T or 1, 1)
+    angle = positions * freq  # (T, hs/2)
+    cos, sin = angle.cos().to(x.dtype), angle.sin().to(x.dtype)
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
 class SingleHeadAttention(nn.Module):
     """One head: project x to queries, keys and values of size `head_size`, then attend."""
 

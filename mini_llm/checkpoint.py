@@ -39,8 +39,9 @@ def save_checkpoint(folder: Path, model, tokenizer, meta: dict, train_state: dic
     tmp.mkdir(parents=True)
     raw = getattr(model, "module", model)  # unwrap DDP
     raw = getattr(raw, "_orig_mod", raw)  # unwrap torch.compile (trap 10)
-    state = {k: v.detach().to("cpu").contiguous() for k, v in raw.state_dict().items() if k != "lm_head.weight"}
-    save_file(state, tmp / "model.safetensors")  # lm_head is tied to wte: stored once
+    tied = raw.config.tie_head
+    state = {k: v.detach().to("cpu").contiguous() for k, v in raw.state_dict().items() if not (tied and k == "lm_head.weight")}
+    save_file(state, tmp / "model.safetensors")  # a head tied to wte is stored once
     tokenizer.save(str(tmp / "tokenizer.json"))
     meta = dict(meta, format=FORMAT, model_config=raw.config.to_dict(), tokenizer_sha256=tokenizer_hash(tokenizer))
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
@@ -120,7 +121,8 @@ def load_checkpoint(path: Path | None = None, device="cpu", which: str = "best")
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError):
         raise UserError(f"{display(weights)}: corrupt or truncated; use the other checkpoint (best/last) or retrain") from None
-    state["lm_head.weight"] = state.get("wte.weight")
+    if config.tie_head:
+        state["lm_head.weight"] = state.get("wte.weight")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError:

@@ -221,6 +221,16 @@ class OnnxRunner:
     def room(self) -> int:
         return self.block_size - (0 if self.past is None else self.past.shape[4])
 
+    @property
+    def slides(self) -> bool:
+        """Rotary positions: a full cache drops its oldest position (as `TorchRunner` does)."""
+        return bool(self.manifest) and self.manifest["model_config"].get("pos") == "rope"
+
+    def slide(self, n: int = 1) -> None:
+        from mini_llm.model import slide_past
+
+        self.past = slide_past(torch.from_numpy(self.past), n, self.manifest["model_config"]["rope_base"]).numpy()
+
     def full(self, ids):
         return torch.from_numpy(self.logits(np.asarray([ids]))[0, -1])
 

@@ -139,6 +139,15 @@ class TorchRunner:
     def room(self) -> int:
         return self.block_size - self.cache.pos
 
+    @property
+    def slides(self) -> bool:
+        """Rotary positions: a full cache can drop its oldest position instead of a new prefill."""
+        return self.model.config.pos == "rope"
+
+    @torch.inference_mode()
+    def slide(self, n: int = 1) -> None:
+        self.cache.past = self.model.slide(self.cache.past, n)
+
     @torch.inference_mode()
     def full(self, ids: list[int]):
         return self._run(ids[-self.block_size :], None)
@@ -189,7 +198,10 @@ def generate_ids(runner, ids: list[int], max_new_tokens: int, sampling: Sampling
             logits = runner.full(context)
         elif runner.room > 0:
             logits = runner.step(token)
-        else:  # window full: keep the last half and prefill again (trap 7)
+        elif getattr(runner, "slides", False):  # window full, rotary positions: forget the oldest position
+            runner.slide()
+            logits = runner.step(token)
+        else:  # window full, learned positions: keep the last half and prefill again (trap 7)
             logits = runner.start(context[-(runner.block_size // 2) :])
 
 

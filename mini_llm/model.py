@@ -9,6 +9,16 @@ size, C n_embd, L n_layer:
     N = V*C + T*C + L*(12*C^2 + 13*C) + 2*C        = 5,240,320 at the defaults
 
 (per block: qkv 3C^2+3C, attention projection C^2+C, MLP 8C^2+5C, two LayerNorms 4C).
+
+The defaults are that classic model (arch "gpt2": what notebooks 03-07 build). The options
+below are what recent small-GPT speed records use; `ARCHS["modern"]` turns them on together:
+
+    pos="rope"       rotary positions inside attention instead of a learned table
+    norm="rmsnorm"   RMSNorm (scale only, no mean, no bias) instead of LayerNorm
+    qk_norm=True     queries and keys RMS-normalised per head before the dot product
+    mlp="relu2"      relu(x)^2 instead of GELU; "swiglu": silu(gate) * up, 2/3 the width
+    tie_head=False   an LM head of its own instead of the token embedding
+    zero_init=True   output projections (and an untied head) start at zero
 """
 
 import math
@@ -18,7 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mini_llm.attention import MultiHeadAttention, attention
+from mini_llm.attention import MultiHeadAttention, attention, rotary
 from mini_llm.errors import UserError
 
 
@@ -31,6 +41,13 @@ class GPTConfig:
     n_layer: int = 4
     dropout: float = 0.0
     bias: bool = True
+    pos: str = "learned"  # "learned" | "rope"
+    norm: str = "layernorm"  # "layernorm" | "rmsnorm"
+    qk_norm: bool = False
+    mlp: str = "gelu"  # "gelu" | "relu2" | "swiglu"
+    tie_head: bool = True
+    zero_init: bool = False
+    rope_base: float = 10000.0
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_embd", "n_head", "n_layer"):
@@ -40,21 +57,54 @@ class GPTConfig:
             raise UserError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}: pick sizes where it is")
         if not 0.0 <= self.dropout < 1.0:
             raise UserError(f"dropout={self.dropout} must be in [0, 1)")
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise UserError(f"{name}={getattr(self, name)!r}: use one of {', '.join(map(repr, allowed))}")
+        if self.pos == "rope" and (self.n_embd // self.n_head) % 2:
+            raise UserError(f"rotary positions need an even head size (n_embd/n_head = {self.n_embd // self.n_head})")
+
+    @property
+    def arch(self) -> str:
+        """"gpt2" (the classic model), "modern" (ARCHS["modern"]) or "custom"."""
+        options = {name: getattr(self, name) for name in ARCHS["modern"]}
+        return next((name for name, preset in ARCHS.items() if options == preset), "custom")
+
+    @property
+    def mlp_hidden(self) -> int:
+        """The MLP's inner width: 4C; SwiGLU's two input matrices get 2/3 of it (same parameters),
+        rounded up to a multiple of 32 for fast matmuls."""
+        if self.mlp == "swiglu":
+            return -(-8 * self.n_embd // 3 // 32) * 32
+        return 4 * self.n_embd
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def num_params(self) -> int:
-        V, T, C, L = self.vocab_size, self.block_size, self.n_embd, self.n_layer
-        if self.bias:
-            return V * C + T * C + L * (12 * C * C + 13 * C) + 2 * C
-        return V * C + T * C + L * (12 * C * C + 2 * C) + C  # only the LayerNorm weights remain
+        """Parameters of the model this config builds (the formula in the docstring, generalised)."""
+        V, T, C, L, H = self.vocab_size, self.block_size, self.n_embd, self.n_layer, self.mlp_hidden
+        b = int(self.bias)
+        norm = C * (1 + b * (self.norm == "layernorm"))  # gain (+ bias)
+        mlp_in = 2 * H if self.mlp == "swiglu" else H
+        attn = 3 * C * C + 3 * C * b + C * C + C * b
+        mlp = C * mlp_in + mlp_in * b + H * C + C * b
+        embeddings = V * C + T * C * (self.pos == "learned") + V * C * (not self.tie_head)
+        return embeddings + L * (attn + mlp + 2 * norm) + norm
 
     def flops_per_token(self, seq_len: int | None = None) -> float:
         """Training FLOPs per token (forward + backward), PaLM / nanoGPT style: 6N + 12*L*C*T,
-        with N the parameters without the position embedding (a lookup, not a matmul)."""
+        with N the parameters that take part in matmuls (not the lookup tables: the position
+        embedding, and the token embedding when the head has its own matrix)."""
         T = seq_len or self.block_size
-        return 6 * (self.num_params() - self.block_size * self.n_embd) + 12 * self.n_layer * self.n_embd * T
+        lookups = self.block_size * self.n_embd * (self.pos == "learned") + self.vocab_size * self.n_embd * (not self.tie_head)
+        return 6 * (self.num_params() - lookups) + 12 * self.n_layer * self.n_embd * T
+
+
+CHOICES = {"pos": ("learned", "rope"), "norm": ("layernorm", "rmsnorm"), "mlp": ("gelu", "relu2", "swiglu")}
+ARCHS = {  # the model options each architecture name stands for
+    "gpt2": dict(pos="learned", norm="layernorm", qk_norm=False, mlp="gelu", tie_head=True, zero_init=False),
+    "modern": dict(pos="rope", norm="rmsnorm", qk_norm=True, mlp="relu2", tie_head=False, zero_init=True),
+}
 
 
 class KVCache:
@@ -77,7 +127,12 @@ class KVCache:
 
 
 class CausalSelfAttention(MultiHeadAttention):
-    """The teaching MultiHeadAttention plus the fused kernel and keys/values of earlier positions."""
+    """The teaching MultiHeadAttention plus the fused kernel, keys/values of earlier positions,
+    and the options QK-norm and rotary positions."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__(config.n_embd, config.n_head, causal=True, bias=config.bias, dropout=config.dropout)
+        self.qk_norm, self.rope, self.rope_base = config.qk_norm, config.pos == "rope", config.rope_base
 
     def forward(self, x, past_kv=None, explicit: bool = False):
         """x (B, T, C), past_kv: (k, v) of P earlier positions, each (B, nh, P, hs), or None.
@@ -85,6 +140,11 @@ class CausalSelfAttention(MultiHeadAttention):
         (B, nh, T, P + T) on the explicit path (else None)."""
         T = x.size(1)
         q, k, v = self.qkv(x)  # (B, nh, T, hs)
+        if self.qk_norm:  # unit-RMS queries and keys: scores stay in range whatever the weights grow to
+            q, k = F.rms_norm(q, (q.size(-1),)), F.rms_norm(k, (k.size(-1),))
+        if self.rope:  # the cache holds keys already rotated to their positions
+            positions = torch.arange(T, device=x.device) + (0 if past_kv is None else past_kv[0].size(2))
+            q, k = rotary(q, positions, self.rope_base), rotary(k, positions, self.rope_base)
         if past_kv is not None:
             k, v = torch.cat([past_kv[0], k], dim=2), torch.cat([past_kv[1], v], dim=2)
         P = k.size(2) - T  # positions already seen
@@ -109,21 +169,38 @@ class CausalSelfAttention(MultiHeadAttention):
 class MLP(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        H = config.mlp_hidden
+        self.kind = config.mlp
+        # SwiGLU's gate and up projections are one matrix (2H outputs), split after the matmul.
+        self.c_fc = nn.Linear(config.n_embd, 2 * H if self.kind == "swiglu" else H, bias=config.bias)
         self.gelu = nn.GELU(approximate="tanh")
-        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(H, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x):  # (B, T, C) -> (B, T, 4C) -> (B, T, C)
-        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+    def forward(self, x):  # (B, T, C) -> (B, T, H) -> (B, T, C)
+        h = self.c_fc(x)
+        if self.kind == "gelu":
+            h = self.gelu(h)
+        elif self.kind == "relu2":
+            h = F.relu(h).square()
+        else:
+            gate, up = h.chunk(2, dim=-1)
+            h = F.silu(gate) * up
+        return self.dropout(self.c_proj(h))
+
+
+def norm_layer(config: GPTConfig) -> nn.Module:
+    if config.norm == "rmsnorm":
+        return nn.RMSNorm(config.n_embd)
+    return nn.LayerNorm(config.n_embd, bias=config.bias)
 
 
 class Block(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.attn = CausalSelfAttention(config.n_embd, config.n_head, causal=True, bias=config.bias, dropout=config.dropout)
-        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_1 = norm_layer(config)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = norm_layer(config)
         self.mlp = MLP(config)
 
     def forward(self, x, past_kv=None, explicit=False):
@@ -138,16 +215,20 @@ class MiniGPT(nn.Module):
         super().__init__()
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)  # token embedding
-        self.wpe = nn.Embedding(config.block_size, config.n_embd)  # learned positions
+        if config.pos == "learned":
+            self.wpe = nn.Embedding(config.block_size, config.n_embd)  # learned positions
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
-        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_f = norm_layer(config)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        self.lm_head.weight = self.wte.weight  # weight tying: the same matrix reads and writes tokens
+        if config.tie_head:
+            self.lm_head.weight = self.wte.weight  # weight tying: the same matrix reads and writes tokens
         self.apply(self._init_weights)
-        # GPT-2: scale residual projections so the residual stream's variance does not grow with depth.
         for name, p in self.named_parameters():
-            if name.endswith("c_proj.weight"):
+            if config.zero_init and (name.endswith("c_proj.weight") or name == "lm_head.weight"):
+                nn.init.zeros_(p)  # each block starts as the identity, the first logits are uniform
+            elif name.endswith("c_proj.weight"):
+                # GPT-2: scale residual projections so the residual stream's variance does not grow with depth.
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
     @staticmethod
@@ -171,8 +252,10 @@ class MiniGPT(nn.Module):
             raise UserError(
                 f"input of {P + T} tokens is longer than the context (block_size={self.config.block_size}); crop it first"
             )
-        pos = torch.arange(P, P + T, device=idx.device)
-        x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C)
+        x = self.wte(idx)  # (B, T, C)
+        if self.config.pos == "learned":
+            x = x + self.wpe(torch.arange(P, P + T, device=idx.device))  # rope rotates q and k in attention instead
+        x = self.drop(x)
         kvs, maps = [], []
         for i, block in enumerate(self.blocks):
             x, kv, weights = block(x, None if past is None else past[i], explicit)
@@ -203,6 +286,13 @@ class MiniGPT(nn.Module):
         x, kvs, _ = self._hidden(idx, past)
         return self.lm_head(x), _stack(kvs)
 
+    def slide(self, past, n: int):
+        """Drop the n oldest positions of a cache `past` so generation can go on past block_size
+        without a new prefill (`slide_past`); only rotary positions allow it."""
+        if self.config.pos != "rope":
+            raise UserError("only a model with rotary positions (pos='rope') can slide its cache; re-prefill instead")
+        return slide_past(past, n, self.config.rope_base)
+
     @torch.no_grad()
     def attention_maps(self, idx):
         """Logits and attention weights of every layer (list of (B, nh, T, T)), explicit path."""
@@ -217,6 +307,16 @@ class MiniGPT(nn.Module):
                 f"tokenizer has {n:,} tokens but the model was built for {self.config.vocab_size:,}: "
                 "use the tokenizer saved with the checkpoint"
             )
+
+
+def slide_past(past, n: int, rope_base: float) -> torch.Tensor:
+    """past (L, 2, B, nh, P, hs) of a rotary model -> (L, 2, B, nh, P - n, hs) without the n oldest
+    positions. Keys hold positions relative to each other, so rotating the kept keys n positions
+    back makes them the keys of a sequence that starts n later; values carry no position. (With
+    more than one layer the kept entries still remember the dropped tokens through earlier
+    layers: sliding is not the same as recomputing the last window, only cheaper.)"""
+    keys = rotary(past[:, 0, ..., n:, :], -n, rope_base)
+    return torch.stack([keys, past[:, 1, ..., n:, :]], dim=1)
 
 
 def _stack(kvs) -> torch.Tensor:

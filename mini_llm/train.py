@@ -35,7 +35,7 @@ from mini_llm.data import Prepared, eval_windows, get_batch, prepare_dataset, wi
 from mini_llm.device import get_device, seed_everything
 from mini_llm.errors import UserError
 from mini_llm.files import sha256_file
-from mini_llm.model import GPTConfig, MiniGPT
+from mini_llm.model import ARCHS, CHOICES, GPTConfig, MiniGPT
 from mini_llm.paths import display, runs_dir
 from mini_llm.schedule import LRPlan, lr_at  # noqa: F401  (lr_at: the schedule notebooks and tests import from here)
 from mini_llm.tokenizer import tokenizer_hash
@@ -51,6 +51,14 @@ class TrainConfig:
     n_layer: int = GPTConfig.n_layer
     dropout: float = GPTConfig.dropout
     bias: bool = GPTConfig.bias
+    arch: str = "gpt2"  # "gpt2": the classic MiniGPT the notebooks build; "modern": model.ARCHS["modern"]
+    pos: str | None = None  # each option None: as `arch` says; a value overrides it
+    norm: str | None = None
+    qk_norm: bool | None = None
+    mlp: str | None = None
+    tie_head: bool | None = None
+    zero_init: bool | None = None
+    rope_base: float = GPTConfig.rope_base
     # data
     min_frequency: int = 2
     val_fraction: float = 0.1
@@ -80,9 +88,15 @@ class TrainConfig:
     seed: int = 1337
     device: str = "auto"
 
+    def __post_init__(self):
+        if self.arch not in ARCHS:
+            raise UserError(f"--arch {self.arch!r}: use one of {', '.join(ARCHS)}")
+        for name, value in ARCHS[self.arch].items():  # fill the options the user left to the arch
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+
     def model_config(self, vocab_size: int) -> GPTConfig:
-        return GPTConfig(vocab_size=vocab_size, block_size=self.block_size, n_embd=self.n_embd, n_head=self.n_head,
-                         n_layer=self.n_layer, dropout=self.dropout, bias=self.bias)
+        return GPTConfig(vocab_size=vocab_size, **{name: getattr(self, name) for name in MODEL_FIELDS if name != "vocab_size"})
 
     def validate(self) -> None:
         positive = ["batch_size", "grad_accum", "eval_interval", "eval_windows", "log_interval", "stride"]
@@ -103,6 +117,9 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise UserError(f"--{name.replace('_', '-')} must be positive (got {value})")
+
+
+MODEL_FIELDS = tuple(f.name for f in fields(GPTConfig))  # the TrainConfig fields that make the model
 
 
 # ---------------------------------------------------------------------------------------------
@@ -518,8 +535,8 @@ def _init_source(init_from, out: Path) -> Path:
 
 def _fine_tune_config(cfg: TrainConfig, source: Path) -> TrainConfig:
     """The architecture comes from the checkpoint (its weights must fit); training choices stay the user's."""
-    model = read_meta(source)["model_config"]
-    arch = {name: model[name] for name in ("vocab_size", "block_size", "n_embd", "n_head", "n_layer", "bias")}
+    model = GPTConfig(**read_meta(source)["model_config"]).to_dict()  # older checkpoints: the classic options
+    arch = {name: model[name] for name in MODEL_FIELDS if name != "dropout"}
     return TrainConfig(**dict(asdict(cfg), **arch))
 
 
@@ -528,7 +545,8 @@ def _log_header(run: Run, log) -> None:
     rules = [f"{plan.total_steps:,} steps"] if plan.total_steps else []
     rules += [f"{plan.time_budget:g} s of training"] if plan.time_budget else []
     log(f"model: {run.model.num_params() / 1e6:.2f}M parameters | vocab {run.prepared.vocab_size:,} | context "
-        f"{cfg.block_size} | {cfg.n_layer} layers x {cfg.n_head} heads x {cfg.n_embd} wide")
+        f"{cfg.block_size} | {cfg.n_layer} layers x {cfg.n_head} heads x {cfg.n_embd} wide | arch {run.model.config.arch}"
+        + ("" if run.model.config.arch != "custom" else f" ({_options_text({k: getattr(cfg, k) for k in ARCHS['gpt2']})})"))
     log(f"device: {run.device}{f' x {run.world} processes (DDP)' if run.world > 1 else ''} | "
         f"precision: {'bf16 autocast' if run.device.type == 'cuda' else 'fp32'}")
     log(f"data: {len(run.prepared.train):,} train / {len(run.prepared.val):,} val tokens | {run.tokens_per_step:,} tokens "
@@ -727,6 +745,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         g.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name), help=f"default {getattr(d, name)}")
     g.add_argument("--dropout", type=float, default=d.dropout)
     g.add_argument("--no-bias", dest="bias", action="store_false", help="no biases in Linear and LayerNorm")
+    g.add_argument("--arch", choices=list(ARCHS), default=d.arch,
+                   help=f"gpt2: the classic MiniGPT of the notebooks; modern: {_options_text(ARCHS['modern'])} "
+                        f"(default {d.arch}); the flags below override single options")
+    for name, choices in CHOICES.items():
+        g.add_argument(f"--{name}", choices=choices, default=None, help="default: as --arch says")
+    for name in ("qk_norm", "tie_head", "zero_init"):
+        g.add_argument(f"--{name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=None,
+                       help="default: as --arch says")
+    g.add_argument("--rope-base", type=float, default=d.rope_base, help=f"rotary positions' base (default {d.rope_base:g})")
     g = p.add_argument_group("optimisation")
     for name in ("batch_size", "grad_accum", "warmup_steps"):
         g.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name), help=f"default {getattr(d, name)}")
@@ -756,6 +783,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default=d.device, help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")
     g.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _options_text(options: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in options.items())
 
 
 def config_from_args(args) -> TrainConfig:
