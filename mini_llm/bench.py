@@ -188,6 +188,133 @@ def bench_model(args) -> None:
                 f"{_peaks_text(peaks)} | {machine()}")
 
 
+class _RefBlock(torch.nn.Module):
+    """One block of the reference minimal GPT (nanoGPT's published layout): pre-LayerNorm with
+    biases, one qkv matmul, fused causal SDPA, an exact-GELU MLP of width 4C."""
+
+    def __init__(self, C: int, n_head: int):
+        super().__init__()
+        nn = torch.nn
+        self.n_head = n_head
+        self.ln_1, self.ln_2 = nn.LayerNorm(C), nn.LayerNorm(C)
+        self.c_attn, self.attn_proj = nn.Linear(C, 3 * C), nn.Linear(C, C)
+        self.c_fc, self.mlp_proj = nn.Linear(C, 4 * C), nn.Linear(4 * C, C)
+
+    def forward(self, x):
+        B, T, C = x.shape
+        q, k, v = (t.view(B, T, self.n_head, -1).transpose(1, 2) for t in self.c_attn(self.ln_1(x)).split(C, dim=2))
+        y = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.attn_proj(y.transpose(1, 2).reshape(B, T, C))
+        return x + self.mlp_proj(torch.nn.functional.gelu(self.c_fc(self.ln_2(x))))
+
+
+class ReferenceGPT(torch.nn.Module):
+    """The comparison model for the step-speed benchmark, written here from the published
+    architecture of a well-known minimal GPT (nanoGPT): learned positions, tied head, N(0, 0.02)
+    init, and its own optimizer setup (`reference_optimizer`)."""
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        nn = torch.nn
+        self.wte, self.wpe = nn.Embedding(cfg.vocab_size, cfg.n_embd), nn.Embedding(cfg.block_size, cfg.n_embd)
+        self.blocks = nn.ModuleList(_RefBlock(cfg.n_embd, cfg.n_head) for _ in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(cfg.n_embd)
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        self.lm_head.weight = self.wte.weight
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, std=0.02)
+                if getattr(m, "bias", None) is not None:
+                    nn.init.zeros_(m.bias)
+        for block in self.blocks:  # residual projections scaled by depth
+            for proj in (block.attn_proj, block.mlp_proj):
+                nn.init.normal_(proj.weight, std=0.02 / (2 * cfg.n_layer) ** 0.5)
+
+    def forward(self, idx, targets):
+        x = self.wte(idx) + self.wpe(torch.arange(idx.size(1), device=idx.device))
+        for block in self.blocks:
+            x = block(x)
+        logits = self.lm_head(self.ln_f(x))
+        return logits, torch.nn.functional.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
+
+
+def reference_optimizer(model, device):
+    """The reference's AdamW: decay on matrices only, betas (0.9, 0.95), fused on CUDA only."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    other = [p for p in model.parameters() if p.dim() < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": other, "weight_decay": 0.0}],
+                             lr=6e-4, betas=(0.9, 0.95), fused=device.type == "cuda")
+
+
+def _train_step_fn(model, optimizer, x, y):
+    """One training step as both loops do it: forward, backward, clip to 1.0, step, zero."""
+    def step():
+        _, loss = model(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return step
+
+
+# Our side of the step benchmark: TrainConfig overrides (model options, optimizer), and whether to
+# torch.compile the model.
+STEP_VARIANTS = {
+    "ours gpt2": (dict(arch="gpt2"), False),
+    "ours modern": (dict(arch="modern"), False),
+    "ours gpt2 + compile": (dict(arch="gpt2"), True),
+    "ours modern + compile": (dict(arch="modern"), True),
+}
+
+
+def bench_step(args) -> None:
+    """Tokens/s of one training step (model + optimizer) at the default config: the reference
+    minimal GPT and our variants, timed round-robin in one process so load changes hit all alike."""
+    from mini_llm.train import TrainConfig, configure_optimizer
+
+    device = torch.device(args.device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    names = args.step_variants or list(STEP_VARIANTS)
+    steps, compile_s = {}, {}
+    for batch in args.batch_sizes:
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randint(0, args.vocab_size, (batch, 128), generator=gen).to(device)
+        y = torch.randint(0, args.vocab_size, (batch, 128), generator=gen).to(device)
+        torch.manual_seed(0)
+        ref = ReferenceGPT(GPTConfig(vocab_size=args.vocab_size)).to(device)
+        steps[batch, "reference (nanoGPT layout)"] = _train_step_fn(ref, reference_optimizer(ref, device), x, y)
+        for name in names:
+            overrides, compiled = STEP_VARIANTS[name]
+            cfg = TrainConfig(vocab_size=args.vocab_size, **overrides)
+            torch.manual_seed(0)
+            model = MiniGPT(cfg.model_config(args.vocab_size)).to(device)
+            optimizer = configure_optimizer(model, cfg, device)
+            if compiled:
+                model = torch.compile(model)
+            steps[batch, name] = _train_step_fn(model, optimizer, x, y)
+    for key, fn in steps.items():  # warm up (and compile) each before any timing
+        t = time.perf_counter()
+        for _ in range(3):
+            fn()
+        sync()
+        compile_s[key] = time.perf_counter() - t
+    times = {key: [] for key in steps}
+    for _ in range(args.repeat):
+        for key, fn in steps.items():
+            t = time.perf_counter()
+            fn()
+            sync()
+            times[key].append(time.perf_counter() - t)
+    rows = []
+    for (batch, name), ts in times.items():
+        ref_t = statistics.median(times[batch, "reference (nanoGPT layout)"])
+        dt = statistics.median(ts)
+        rows.append({"batch": batch, "step": name, "step ms": dt * 1e3, "tokens/s": batch * 128 / dt,
+                     "vs reference": f"{ref_t / dt:.2f}x", "first 3 steps s": compile_s[batch, name]})
+    table(rows, f"training step (forward, backward, clip, optimizer) at the default size, fp32, medians of "
+                f"{args.repeat} round-robin repeats | {machine()}")
+
+
 def bench_train(args) -> None:
     from mini_llm.corpus import default_sources
     from mini_llm.data import prepare_dataset
@@ -227,26 +354,100 @@ def bench_train(args) -> None:
                 f"default corpus vs the model-only step | {_peaks_text(peaks)} | {machine()}")
 
 
+# The ablation: each option alone on top of the classic recipe, then together. Each entry is a set
+# of TrainConfig overrides on top of the recipe flags (`--lr`, `--batch-size`, ...).
+VARIANTS = {
+    "gpt2": dict(arch="gpt2"),
+    "+rope": dict(pos="rope"),
+    "+rmsnorm": dict(norm="rmsnorm"),
+    "+qk-norm": dict(qk_norm=True),
+    "+relu2": dict(mlp="relu2"),
+    "+swiglu": dict(mlp="swiglu"),
+    "+untied": dict(tie_head=False),
+    "+zero-init": dict(zero_init=True),
+    "+untied+zero-init": dict(tie_head=False, zero_init=True),
+    "modern": dict(arch="modern"),
+}
+
+
+def quality_config(args, variant: str, seed: int):
+    """The TrainConfig of one quality run: the recipe flags, then the variant's overrides."""
+    from mini_llm.train import TrainConfig
+
+    if variant not in VARIANTS:
+        raise UserError(f"unknown variant {variant!r}: choose from {', '.join(VARIANTS)}")
+    recipe = dict(vocab_size=args.vocab_size, n_embd=args.n_embd, n_layer=args.n_layer, n_head=args.n_head,
+                  block_size=args.block_size, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps,
+                  min_lr_ratio=args.min_lr_ratio, weight_decay=args.weight_decay, eval_interval=10**9,
+                  device=args.device, dropout=args.dropout, seed=seed)
+    if args.steps_budget:
+        recipe["max_steps"] = args.steps_budget
+    else:
+        recipe["time_budget"] = args.budget
+    return TrainConfig(**{**recipe, **VARIANTS[variant], **(args.set or {})})
+
+
 def bench_quality(args) -> None:
+    """Val nats/char after a fixed budget (seconds, or steps with --steps-budget), for each variant
+    and seed; the median over seeds and the spread (max - min)."""
     from mini_llm.data import prepare_dataset
-    from mini_llm.train import TrainConfig, train
+    from mini_llm.train import train
 
     path = Path(args.data) if args.data else TINY
     if not path.exists():
         raise UserError(f"{path} not found. {TINY_HELP}")
-    cfg = TrainConfig(vocab_size=args.vocab_size, n_embd=args.n_embd, n_layer=args.n_layer, n_head=args.n_head,
-                      block_size=args.block_size, batch_size=args.batch_size,
-                      lr=args.lr, warmup_steps=args.warmup_steps, min_lr_ratio=args.min_lr_ratio,
-                      weight_decay=args.weight_decay, time_budget=args.budget, eval_interval=10**9, device=args.device,
-                      dropout=args.dropout, seed=args.seed)
-    prepared = prepare_dataset([path], cfg.vocab_size, val_fraction=0.1, log=lambda *a: None)
-    with tempfile.TemporaryDirectory() as tmp:
-        summary = train(cfg, prepared=prepared, out=Path(tmp) / "run", log=lambda *a: None, progress=not args.no_progress)
-    table([{"corpus": path.name, "vocab": prepared.vocab_size, "n_embd": cfg.n_embd, "n_layer": cfg.n_layer,
-            "block": cfg.block_size, "batch": cfg.batch_size, "lr": cfg.lr, "warmup": cfg.warmup_steps,
-            "budget s": args.budget, "steps": summary["steps"], "tokens/s": summary["tokens_per_s"],
-            "val loss": summary["val_loss"], "val nats/char": summary["val_nats_per_char"]}],
-          f"quality in a {args.budget:g} s training budget (val = held-out last 10%) | {machine()}")
+    variants = args.variants or ["gpt2"]
+    configs = {(v, seed): quality_config(args, v, seed) for v in variants for seed in args.seeds}  # all checked first
+    prepared = prepare_dataset([path], args.vocab_size, val_fraction=0.1, log=lambda *a: None)
+    runs, rows = {}, []
+    for (variant, seed), cfg in configs.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            summary = train(cfg, prepared=prepared, out=Path(tmp) / "run", log=lambda *a: None,
+                            progress=not args.no_progress)
+        runs[variant, seed] = summary
+        print(f"{variant} seed {seed}: {summary['steps']} steps, {summary['tokens_per_s']:,.0f} tokens/s, "
+              f"{summary['val_nats_per_char']:.4f} nats/char | load {os.getloadavg()[0]:.2f}", flush=True)
+    base = statistics.median(runs["gpt2", s]["val_nats_per_char"] for s in args.seeds) if "gpt2" in variants else None
+    for variant in variants:
+        scores = [runs[variant, s]["val_nats_per_char"] for s in args.seeds]
+        row = {"variant": variant, "options": _overrides_text(VARIANTS[variant]),
+               "steps": statistics.median(runs[variant, s]["steps"] for s in args.seeds),
+               "tokens/s": statistics.median(runs[variant, s]["tokens_per_s"] for s in args.seeds),
+               "nats/char per seed": " ".join(f"{x:.3f}" for x in scores),
+               "median nats/char": statistics.median(scores), "spread": max(scores) - min(scores)}
+        if base is not None:
+            row["vs gpt2"] = f"{row['median nats/char'] - base:+.3f}"
+        rows.append(row)
+    budget = f"{args.steps_budget} steps" if args.steps_budget else f"{args.budget:g} s"
+    table(rows, f"quality in a {budget} training budget on {path.name} (val = held-out last 10%), seeds "
+                f"{' '.join(map(str, args.seeds))}, recipe batch {args.batch_size} lr {args.lr:g} warmup "
+                f"{args.warmup_steps} min-lr-ratio {args.min_lr_ratio:g} wd {args.weight_decay:g}"
+                f"{' | set ' + _overrides_text(args.set) if args.set else ''} | {machine()}")
+
+
+def _overrides_text(overrides: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in overrides.items())
+
+
+def _setting(text: str) -> tuple:
+    """`--set name=value` -> (name, value) with the value typed like the TrainConfig field's default."""
+    from dataclasses import fields
+
+    from mini_llm.train import TrainConfig
+
+    name, _, value = text.partition("=")
+    types = {f.name: f.type for f in fields(TrainConfig)}
+    if name not in types or not value:
+        raise argparse.ArgumentTypeError(f"{text!r}: use NAME=VALUE with a TrainConfig field name")
+    kind = str(types[name])
+    if "bool" in kind:
+        return name, value.lower() in ("1", "true", "yes")
+    for cast in ((int,) if "int" in kind else ()) + ((float,) if "float" in kind else ()):
+        try:
+            return name, cast(value)
+        except ValueError:
+            pass
+    return name, value
 
 
 def bench_generate(args) -> None:
@@ -317,7 +518,7 @@ def bench_onnx(args) -> None:
     table(rows, f"onnxruntime vs PyTorch eager, default config, fp32 (ms per call / per token) | {machine()}")
 
 
-BENCHES = {"tokenizer": bench_tokenizer, "model": bench_model, "train": bench_train, "quality": bench_quality,
+BENCHES = {"tokenizer": bench_tokenizer, "model": bench_model, "step": bench_step, "train": bench_train, "quality": bench_quality,
            "generate": bench_generate, "onnx": bench_onnx}
 
 
@@ -329,11 +530,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 32], help="model/train benches")
     p.add_argument("--repeat", type=int, default=7, help="timed repetitions (median reported)")
     p.add_argument("--steps", type=int, default=20, help="train bench: timed loop steps")
+    p.add_argument("--step-variants", nargs="+", choices=list(STEP_VARIANTS),
+                   help="step bench: which of our variants to time beside the reference (default all)")
     p.add_argument("--new-tokens", type=int, default=256)
     p.add_argument("--repeat-gen", type=int, default=3)
     p.add_argument("--data", help="quality/tokenizer: corpus file (default ../shared/data/tinyshakespeare.txt)")
     q = p.add_argument_group("quality recipe")
     q.add_argument("--budget", type=float, default=170.0, help="seconds of training (default 170)")
+    q.add_argument("--steps-budget", type=int, help="train this many steps instead of --budget seconds "
+                   "(load-independent; compare with the tokens/s of each variant measured on an idle machine)")
+    q.add_argument("--variants", nargs="+", help=f"quality ablation: any of {', '.join(VARIANTS)} (default gpt2)")
+    q.add_argument("--seeds", type=int, nargs="+", default=[1337], help="one run per seed (default 1337)")
+    q.add_argument("--set", type=_setting, nargs="+", metavar="NAME=VALUE",
+                   help="override any TrainConfig field in every variant, e.g. --set lr=3e-3 muon_lr=0.03")
     q.add_argument("--n-embd", type=int, default=256)
     q.add_argument("--n-layer", type=int, default=4)
     q.add_argument("--n-head", type=int, default=4)
@@ -344,11 +553,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     q.add_argument("--min-lr-ratio", type=float, default=0.1)
     q.add_argument("--weight-decay", type=float, default=0.1)
     q.add_argument("--dropout", type=float, default=0.0)
-    q.add_argument("--seed", type=int, default=1337)
     q.add_argument("--no-progress", action="store_true")
 
 
 def run(args) -> int:
+    args.set = dict(args.set) if args.set else None
     if args.threads:
         torch.set_num_threads(args.threads)
     for name in (BENCHES if args.what == "all" else [args.what]):
