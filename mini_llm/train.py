@@ -87,6 +87,7 @@ class TrainConfig:
     sample_prompt: str = "\n"
     seed: int = 1337
     device: str = "auto"
+    compile: bool = False  # torch.compile the training forward/backward (needs a C++ compiler on CPU)
 
     def __post_init__(self):
         if self.arch not in ARCHS:
@@ -503,6 +504,8 @@ def open_run(cfg: TrainConfig, data, out, resume: bool, init_from, prepared: Pre
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         ddp = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:  # only the training step; evaluation and checkpoints use the plain model
+        ddp = torch.compile(ddp)
     return Run(cfg, out, data, prepared, model, ddp, optimizer, batches, device, _autocast(device), state, rank, world,
                meta_extra)
 
@@ -512,7 +515,7 @@ def _resumed_config(cfg: TrainConfig, source: Path, data):
     must be the same text: other text goes through --init-from."""
     meta = read_meta(source)
     saved = {f.name: meta["train_config"][f.name] for f in fields(TrainConfig) if f.name in meta["train_config"]}
-    for name in ("epochs", "max_steps", "time_budget", "device", "eval_interval", "log_interval"):
+    for name in ("epochs", "max_steps", "time_budget", "device", "eval_interval", "log_interval", "compile"):
         saved[name] = getattr(cfg, name)
     saved_data = meta.get("data")
     if data and saved_data and _resolved(data) != _resolved(saved_data):
@@ -782,6 +785,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=d.seed)
     g.add_argument("--device", default=d.device, help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")
     g.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the training step: faster steps after a "
+                   "compile of about a minute (on CPU it needs a C++ compiler); see BENCHMARKS.md")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

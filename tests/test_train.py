@@ -287,3 +287,14 @@ def GPTConfigDefaults():
     from mini_llm.model import GPTConfig
 
     return GPTConfig().to_dict()
+
+
+def test_compiled_training_saves_plain_checkpoints(prepared, tmp_path):
+    """--compile wraps only the training step: checkpoints hold the plain model's names (trap 10)."""
+    summary = train(tiny_config(compile=True, max_steps=6, eval_interval=3, n_layer=1), prepared=prepared,
+                    out=tmp_path / "c", **QUIET)
+    assert summary["steps"] == 6
+    names = set(_weights(tmp_path / "c"))
+    assert names and not any("_orig_mod" in n for n in names)
+    model, _, _ = ckpt.load_checkpoint(tmp_path / "c")
+    assert model.config.n_layer == 1
