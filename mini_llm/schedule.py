@@ -52,8 +52,8 @@ def cosine(progress: float, start: float, end: float) -> float:
 
 def stable_then_linear(progress: float, start: float, end: float, decay_fraction: float) -> float:
     """`start` until the last `decay_fraction` of progress, then a straight line down to `end`."""
-    into_decay = (min(progress, 1.0) - (1 - decay_fraction)) / decay_fraction  # <= 0: not decaying yet
-    return start + (end - start) * max(into_decay, 0.0)
+    left = (1 - min(progress, 1.0)) / decay_fraction  # the share of the decay still ahead: >= 1 before it starts
+    return start if left >= 1 else end + (start - end) * left
 
 
 @dataclass

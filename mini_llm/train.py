@@ -771,11 +771,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         g.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name), help=f"default {getattr(d, name)}")
     for name in ("lr", "min_lr_ratio", "weight_decay", "beta1", "beta2", "grad_clip"):
         g.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(d, name), help=f"default {getattr(d, name)}")
-    g.add_argument("--optimizer", choices=["adamw", "muon"], default=d.optimizer,
+    g.add_argument("--optimizer", default=d.optimizer,  # checked by TrainConfig.validate: a one-line error
                    help="adamw (default), or muon: Muon for the blocks' weight matrices, AdamW for the rest")
     g.add_argument("--muon-lr", type=float, default=d.muon_lr, help=f"Muon's peak LR (default {d.muon_lr}, untuned)")
     g.add_argument("--muon-momentum", type=float, default=d.muon_momentum, help=f"default {d.muon_momentum}")
-    g.add_argument("--schedule", choices=["cosine", "wsd"], default=d.schedule,
+    g.add_argument("--schedule", default=d.schedule,
                    help="LR after warmup: cosine (default) down to lr * min-lr-ratio, or wsd: hold the peak, then "
                         "decay linearly to it over the last --decay-fraction of the run")
     g.add_argument("--decay-fraction", type=float, default=d.decay_fraction, help=f"wsd: default {d.decay_fraction}")
