@@ -11,9 +11,9 @@ Newton-Schulz iterations, which are only matrix products (no SVD):
     5 times:  X = a X + (b A + c A^2) X    with A = X X^T, (a, b, c) = (3.4445, -4.7750, 2.0315)
 
 The quintic's coefficients push the singular values quickly towards 1: in five steps every one
-that is not tiny lands in about 0.7 .. 1.2, not exactly 1, which does not hurt training (a
-singular value below ~1/500 of the norm stays small: 3.4445^5 is the most it can grow). Embeddings, the LM head, gains and
-biases stay with AdamW (`MuonWithAdamW` holds both, for the training loop).
+that is not tiny lands in about 0.7 .. 1.2, not exactly 1, which does not hurt training (one
+below ~1/500 of the norm stays small: 3.4445^5 is the most it can grow). Embeddings, the LM head,
+gains and biases stay with AdamW (`MuonWithAdamW` holds both, for the training loop).
 
 Library or own code: torch.optim.Muon (torch >= 2.9) has the same algorithm and defaults, but
 it always runs the iteration in bf16, and bf16 matrix products are ~100x slower on a CPU like

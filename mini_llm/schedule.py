@@ -82,9 +82,9 @@ class LRPlan:
         return decay(self.progress(step, seconds), self.start_lr, cfg)
 
     def extended(self, step: int, seconds: float, total_steps: int | None, time_budget: float | None, cfg) -> "LRPlan":
-        """The plan for a resumed run: the same one for the same horizon; else a new curve from
-        the LR reached now to the floor at the new end; or, still in warmup (or WSD's stable
-        phase under both horizons), the plan the run would have had with the new horizon from the start."""
+        """The plan for a resumed run: the same one for the same horizon; still in warmup (or in
+        WSD's stable phase under both horizons), the plan the run would have had with the new
+        horizon from the start; else a new curve from the LR reached now to the floor at the new end."""
         if (total_steps, time_budget) == (self.total_steps, self.time_budget):
             return self
         fresh = LRPlan(total_steps, time_budget)

@@ -114,7 +114,8 @@ class TrainConfig:
         if self.schedule not in ("cosine", "wsd"):
             raise UserError(f"--schedule must be 'cosine' or 'wsd' (got {self.schedule!r})")
         if not 0 < self.decay_fraction <= 1:
-            raise UserError(f"--decay-fraction must be in (0, 1]: the share of the run spent decaying (got {self.decay_fraction})")
+            raise UserError(f"--decay-fraction must be in (0, 1]: the share of the run that decays "
+                            f"(got {self.decay_fraction})")
         if self.batching not in ("random", "sliding"):
             raise UserError(f"--batching must be 'random' or 'sliding' (got {self.batching!r})")
         for name in ("epochs", "max_steps", "time_budget"):
