@@ -16,11 +16,12 @@ below ~1/500 of the norm stays small: 3.4445^5 is the most it can grow). Embeddi
 gains and biases stay with AdamW (`MuonWithAdamW` holds both, for the training loop).
 
 Library or own code: torch.optim.Muon (torch >= 2.9) has the same algorithm and defaults, but
-it always runs the iteration in bf16, and bf16 matrix products are ~100x slower on a CPU like
-ours (19 steps in 170 s). It offers no switch for that, so this file has its own small Muon that
-follows torch's update rule exactly (same momentum, Nesterov, decoupled weight decay, and
-shape-aware LR as torch's adjust_lr_fn="original") and runs the iteration in bf16 on CUDA and in
-fp32 everywhere else. AdamW is torch's own.
+always runs the iteration in bf16, with no switch, and bf16 on a CPU is fast only where the CPU
+has bf16 matrix instructions (AVX512-BF16, AMX); elsewhere it can be far slower than fp32. So
+this file has its own small Muon that follows torch's update rule exactly
+(same momentum, Nesterov, decoupled weight decay, and shape-aware LR as torch's
+adjust_lr_fn="original") and runs the iteration in bf16 on CUDA, fp32 everywhere else: one
+implementation on every device, so a run started on a GPU resumes on a CPU. AdamW is torch's own.
 """
 
 import math
