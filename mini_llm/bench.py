@@ -262,6 +262,8 @@ def _train_step_fn(model, optimizer, x, y):
 STEP_VARIANTS = {
     "ours gpt2": (dict(arch="gpt2"), False),
     "ours modern": (dict(arch="modern"), False),
+    "ours gpt2 + muon": (dict(arch="gpt2", optimizer="muon"), False),
+    "ours modern + muon": (dict(arch="modern", optimizer="muon"), False),
     "ours gpt2 + compile": (dict(arch="gpt2"), True),
     "ours modern + compile": (dict(arch="modern"), True),
 }
@@ -366,7 +368,11 @@ VARIANTS = {
     "+untied": dict(tie_head=False),
     "+zero-init": dict(zero_init=True),
     "+untied+zero-init": dict(tie_head=False, zero_init=True),
+    "+muon": dict(optimizer="muon"),
+    "+wsd": dict(schedule="wsd"),
     "modern": dict(arch="modern"),
+    "modern+muon": dict(arch="modern", optimizer="muon"),
+    "modern+muon+wsd": dict(arch="modern", optimizer="muon", schedule="wsd"),
 }
 
 

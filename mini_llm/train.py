@@ -9,6 +9,8 @@ run (`init_from`), Ctrl-C saves, metrics to JSONL and a loss-curve PNG. Under `t
 runs data-parallel (DDP): each rank draws its own batches and dropout masks, gradients are
 averaged, rank 0 alone logs, evaluates and writes, and rank 0's clock decides for every rank
 when to stop and which LR to use.
+Options: `optimizer="muon"` trains the blocks' weight matrices with Muon (`muon.py`) instead of
+AdamW; `schedule="wsd"` holds the peak LR and decays only at the end (`schedule.py`).
 
 The loop reads top to bottom in `_loop`: decide, set the LR, one optimizer step, log, and
 every `eval_interval` steps evaluate and save; `open_run` builds what it works with.
@@ -36,6 +38,7 @@ from mini_llm.device import get_device, seed_everything
 from mini_llm.errors import UserError
 from mini_llm.files import sha256_file
 from mini_llm.model import ARCHS, CHOICES, GPTConfig, MiniGPT
+from mini_llm.muon import Muon, MuonWithAdamW
 from mini_llm.paths import display, runs_dir
 from mini_llm.schedule import LRPlan, lr_at  # noqa: F401  (lr_at: the schedule notebooks and tests import from here)
 from mini_llm.tokenizer import tokenizer_hash
@@ -74,6 +77,11 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.95
     grad_clip: float = 1.0
+    optimizer: str = "adamw"  # "adamw"; or "muon": Muon for the blocks' weight matrices, AdamW for the rest (muon.py)
+    muon_lr: float = 0.02  # Muon's peak LR, scheduled like lr (Keller Jordan's default; untuned for this model)
+    muon_momentum: float = 0.95
+    schedule: str = "cosine"  # "cosine"; or "wsd": warmup, hold the peak, decay linearly to the same floor
+    decay_fraction: float = 0.2  # wsd: the last share of the run spent decaying (20%: Hagele et al. 2024)
     # when to stop: whichever comes first (none given: one epoch)
     epochs: float | None = None
     max_steps: int | None = None
@@ -112,6 +120,17 @@ class TrainConfig:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
         if self.lr <= 0:
             raise UserError(f"--lr must be positive (got {self.lr})")
+        if self.optimizer not in ("adamw", "muon"):
+            raise UserError(f"--optimizer must be 'adamw' or 'muon' (got {self.optimizer!r})")
+        if self.muon_lr <= 0:
+            raise UserError(f"--muon-lr must be positive (got {self.muon_lr})")
+        if not 0 <= self.muon_momentum < 1:
+            raise UserError(f"--muon-momentum must be in [0, 1) (got {self.muon_momentum})")
+        if self.schedule not in ("cosine", "wsd"):
+            raise UserError(f"--schedule must be 'cosine' or 'wsd' (got {self.schedule!r})")
+        if not 0 < self.decay_fraction <= 1:
+            raise UserError(f"--decay-fraction must be in (0, 1]: the share of the run that decays "
+                            f"(got {self.decay_fraction})")
         if self.batching not in ("random", "sliding"):
             raise UserError(f"--batching must be 'random' or 'sliding' (got {self.batching!r})")
         for name in ("epochs", "max_steps", "time_budget"):
@@ -128,14 +147,34 @@ MODEL_FIELDS = tuple(f.name for f in fields(GPTConfig))  # the TrainConfig field
 
 
 def configure_optimizer(model, cfg: TrainConfig, device: torch.device):
-    """AdamW; weight decay only on matrices (not on biases, LayerNorm or anything 1-D)."""
+    """AdamW; weight decay only on matrices (not on biases, LayerNorm or anything 1-D). With
+    cfg.optimizer "muon": Muon for the 2-D weights inside the blocks, AdamW as above for the rest
+    (embeddings, LM head, gains, biases), held together as one optimizer."""
     params = [p for p in model.parameters() if p.requires_grad]
+    muon = [p for p in muon_params(model) if p.requires_grad] if cfg.optimizer == "muon" else []
+    taken = {id(p) for p in muon}
+    params = [p for p in params if id(p) not in taken]
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     # fused: one kernel for all parameters, instead of a loop of small ops per tensor.
     extra = {"fused": True} if device.type in ("cpu", "cuda") else {"foreach": True}
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), **extra)
+    adamw = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), **extra)
+    if not muon:
+        return adamw
+    # The loop sets every group's LR to the schedule's LR times lr_scale: Muon's runs at muon_lr.
+    # Its weight decay is scaled so that a matrix shrinks by lr * weight_decay per step under
+    # either optimizer (with the defaults: 0.01 at LR 0.02, the Muon repository's recipe).
+    scale = cfg.muon_lr / cfg.lr
+    group = {"params": muon, "lr_scale": scale, "weight_decay": cfg.weight_decay / scale}
+    return MuonWithAdamW(Muon([group], lr=cfg.muon_lr, momentum=cfg.muon_momentum), adamw)
+
+
+def muon_params(model) -> list:
+    """The parameters Muon trains: the 2-D weight matrices inside the transformer blocks
+    (attention and MLP projections). Embeddings and the LM head read or write tokens rather
+    than mix hidden features, so they stay with AdamW, like everything 1-D."""
+    return [p for p in model.blocks.parameters() if p.dim() == 2]
 
 
 @torch.no_grad()
@@ -373,10 +412,11 @@ def _should_stop(run: Run, seconds: float) -> bool:
 
 
 def _optimizer_step(run: Run, lr: float) -> torch.Tensor:
-    """grad_accum micro-batches, clipping, one AdamW step at `lr`; returns the mean (detached) loss."""
+    """grad_accum micro-batches, clipping, one optimizer step at `lr` (Muon's groups at their
+    lr_scale times it); returns the mean (detached) loss."""
     cfg, model = run.cfg, run.ddp
     for group in run.optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group["lr_scale"] if "lr_scale" in group else lr
     loss_sum = 0.0
     for micro in range(cfg.grad_accum):
         x, y = run.batches.next()
@@ -762,6 +802,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         g.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name), help=f"default {getattr(d, name)}")
     for name in ("lr", "min_lr_ratio", "weight_decay", "beta1", "beta2", "grad_clip"):
         g.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(d, name), help=f"default {getattr(d, name)}")
+    g.add_argument("--optimizer", default=d.optimizer,  # checked by TrainConfig.validate: a one-line error
+                   help="adamw (default), or muon: Muon for the blocks' weight matrices, AdamW for the rest")
+    g.add_argument("--muon-lr", type=float, default=d.muon_lr, help=f"Muon's peak LR (default {d.muon_lr}, untuned)")
+    g.add_argument("--muon-momentum", type=float, default=d.muon_momentum, help=f"default {d.muon_momentum}")
+    g.add_argument("--schedule", default=d.schedule,
+                   help="LR after warmup: cosine (default) down to lr * min-lr-ratio, or wsd: hold the peak, then "
+                        "decay linearly to it over the last --decay-fraction of the run")
+    g.add_argument("--decay-fraction", type=float, default=d.decay_fraction, help=f"wsd: default {d.decay_fraction}")
     g = p.add_argument_group("data")
     g.add_argument("--batching", choices=["random", "sliding"], default=d.batching,
                    help="random offsets (default) or the seed's sliding windows, visited by epoch")
