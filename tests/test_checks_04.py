@@ -306,8 +306,9 @@ def test_the_notebook_solutions_pass_their_checks():
     for solution, check in _exercises():
         scope = {"math": math, "torch": torch, "F": F}
         exec(solution.source, scope)
-        exec(check.source.replace("check_", "result = check_", 1).split("\n### BEGIN HIDDEN TESTS")[0], scope)
-        assert scope["result"], scope["result"].message
+        name, fn = re.search(r"^(check_\w+)\((\w+)\)$", check.source, re.M).groups()
+        result = getattr(ex, name)(scope[fn], hidden=True)
+        assert result, result.message
 
 
 def test_student_copy_exercises_say_not_written_yet():
