@@ -48,12 +48,27 @@ def tree_digest(folder):
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-PARAMS_RIGHT = "def param_count(V, T, C, L):\n    return V * C + T * C + L * (12 * C * C + 13 * C) + 2 * C\n"
-LOSS_RIGHT = "import math\n\ndef initial_loss(V):\n    return math.log(V)\n"
-# right type, right on the public cases, wrong values elsewhere (hard-coded answers)
-LOSS_HARDCODED = ("def initial_loss(V):\n"
-                  "    known = {2: 0.6931471805599453, 8000: 8.987196820661973, 50257: 10.82490511970208}\n"
-                  "    return known.get(V, 0.0)\n")
+def right_04(grade_id):
+    """The course's own solution of one exercise of notebook 04 (a right answer)."""
+    return solution_cell(course_nb("04_minigpt.ipynb"), grade_id).source
+
+
+POST_LN_WRONG = "def post_ln_block(x, weights, n_head):\n    return x\n"
+# another right answer: the package's modules composed post-LN
+POST_LN_MODULES = ("from mini_llm.model import Block, GPTConfig\n\n"
+                   "def post_ln_block(x, weights, n_head):\n"
+                   "    B, T, C = x.shape\n"
+                   "    block = Block(GPTConfig(vocab_size=2, block_size=T, n_embd=C, n_head=n_head, n_layer=1)).eval()\n"
+                   "    block.load_state_dict(weights)\n"
+                   "    h = block.ln_1(x + block.attn(x)[0])\n"
+                   "    return block.ln_2(h + block.mlp(h)).detach()\n")
+DECODE_WRONG = ("def decode_step(model, token, cache, pos):\n"  # no attention at all, the cache untouched
+                "    return model.lm_head(model.ln_f(model.wte(token) + model.wpe.weight[pos]))\n")
+# right type, right on the public cases (T of 5, 6 and 8), wrong values elsewhere
+SCORES_PUBLIC_ONLY = ("import torch\n\ndef previous_token_scores(maps):\n"
+                      "    if maps.size(-1) not in (5, 6, 8):\n"
+                      "        return torch.zeros(maps.shape[:2])\n"
+                      "    return maps.diagonal(offset=-1, dim1=-2, dim2=-1).mean(-1)\n")
 TOP_K_PUBLIC_ONLY = ("def top_k_filter(logits, k):\n"
                      "    if logits.numel() != 5:\n"
                      "        return logits.clone()  # right shape, wrong values\n"
@@ -67,32 +82,32 @@ def batch(tmp_path_factory):
     subs = tmp_path_factory.mktemp("submissions")
     for path in NOTEBOOKS:  # (the solutions are graded in the command-line test below)
         write(student_copy(course_nb(path.name)), subs / "ben" / path.name)         # untouched copies
-    # cy: the param_count check replaced by `pass`, the initial_loss check deleted, both solutions wrong
-    cy = handed_in("04_minigpt.ipynb", param_count="def param_count(V, T, C, L):\n    return V * C\n",
-                   initial_loss="def initial_loss(*args):\n    return 0\n")
-    check_cell(cy, "param_count").source = "pass"
-    cy.cells.remove(check_cell(cy, "initial_loss"))
+    # cy: the post_ln_block check replaced by `pass`, the decode_step check deleted, both solutions wrong
+    cy = handed_in("04_minigpt.ipynb", post_ln_block=POST_LN_WRONG, decode_step=DECODE_WRONG)
+    check_cell(cy, "post_ln_block").source = "pass"
+    cy.cells.remove(check_cell(cy, "decode_step"))
     write(cy, subs / "cy" / "04_minigpt.ipynb")
     write(handed_in("06_sampling_and_chat.ipynb", top_k=TOP_K_PUBLIC_ONLY), subs / "cy" / "06_sampling_and_chat.ipynb")
     # dee: an infinite loop in 04; 06 right
-    write(handed_in("04_minigpt.ipynb", param_count="def param_count(V, T, C, L):\n    while True:\n        pass\n",
-                    initial_loss=LOSS_RIGHT), subs / "dee" / "04_minigpt.ipynb")
+    write(handed_in("04_minigpt.ipynb", post_ln_block="def post_ln_block(x, weights, n_head):\n    while True:\n        pass\n",
+                    decode_step=right_04("decode_step")), subs / "dee" / "04_minigpt.ipynb")
     write(nbformat.read(COURSE / "06_sampling_and_chat.ipynb", as_version=4), subs / "dee" / "06_sampling_and_chat.ipynb")
     # eve: a corrupt file, flat layout
     (subs / "eve__04_minigpt.ipynb").write_text('{"cells": [', encoding="utf-8")
     # fay: every cell's metadata lost (copied into a fresh notebook), right answers, flat layout
-    fay = handed_in("04_minigpt.ipynb", param_count=PARAMS_RIGHT, initial_loss=LOSS_RIGHT)
+    fay = handed_in("04_minigpt.ipynb", **{gid: right_04(gid) for gid in ("post_ln_block", "decode_step", "previous_token_scores")})
     for cell in fay.cells:
         cell.metadata = {}
     write(fay, subs / "fay__04_minigpt.ipynb")
     # gus: wrong answers, and tries to replace the checks from inside his solution cells
     write(handed_in("04_minigpt.ipynb",
-                    param_count="from mini_llm.checks import Result\n\ndef check_param_count(*a, **k):\n"
-                                "    return Result(True, 'fine')\n\ndef param_count(V, T, C, L):\n    return 0\n",
-                    initial_loss="import mini_llm.checks as c\nc.check_initial_loss = lambda *a, **k: c.Result(True, 'fine')\n\n"
-                                 + LOSS_HARDCODED), subs / "gus" / "04_minigpt.ipynb")
+                    post_ln_block="from mini_llm.checks import Result\n\ndef check_post_ln_block(*a, **k):\n"
+                                  "    return Result(True, 'fine')\n\n" + POST_LN_WRONG,
+                    decode_step="import mini_llm.checks as c\nc.check_decode_step = lambda *a, **k: c.Result(True, 'fine')\n"
+                                "c.check_previous_token_scores = c.check_decode_step\n\n" + DECODE_WRONG,
+                    previous_token_scores=SCORES_PUBLIC_ONLY), subs / "gus" / "04_minigpt.ipynb")
     # hal: a solution cell that kills its kernel
-    write(handed_in("04_minigpt.ipynb", param_count="import os\nos._exit(1)\n", initial_loss=LOSS_RIGHT),
+    write(handed_in("04_minigpt.ipynb", post_ln_block="import os\nos._exit(1)\n", decode_step=right_04("decode_step")),
           subs / "hal" / "04_minigpt.ipynb")
 
     before = tree_digest(subs)
@@ -118,8 +133,10 @@ def test_untouched_copies_get_zero_not_attempted(batch):
 def test_edited_or_deleted_checks_still_run_from_the_course(batch):
     o = batch["rows"]["cy", "04_minigpt.ipynb"]
     assert o.status == "graded" and o.total == 0
-    assert "parameter count(8000, 128, 256, 4): expected 5240320, got 2048000" in feedback(o)["param_count"]
-    assert "initial loss" in feedback(o)["initial_loss"] and "expected" in feedback(o)["initial_loss"]
+    assert "post-LN block(tensor(2, 5, 16)" in feedback(o)["post_ln_block"] and "expected" in feedback(o)["post_ln_block"]
+    message = feedback(o)["decode_step"]
+    assert "decode step(<MiniGPT L=1 nh=2 C=16; B=1, 3 cached, 4 steps>): expected" in message, message
+    assert "at pos 3: logits that differ" in message
 
 
 def test_public_only_answers_fail_the_hidden_cases(batch):
@@ -128,21 +145,23 @@ def test_public_only_answers_fail_the_hidden_cases(batch):
     message = feedback(o)["top_k"]
     assert "top-k([0.25, -2.0, 5.0, 3.0, 3.5, -1.0, 0.0], 3)" in message and "expected" in message, message  # a hidden input
     gus = batch["rows"]["gus", "04_minigpt.ipynb"]
-    assert gus.scores["initial_loss"] == 0 and "initial loss(65)" in feedback(gus)["initial_loss"]  # a hidden input
+    message = feedback(gus)["previous_token_scores"]
+    assert gus.scores["previous_token_scores"] == 0 and "previous-token scores([[[[1.0, 0.0], " in message, message  # a hidden input
 
 
 def test_checks_redefined_in_a_solution_cell_do_not_count(batch):
     o = batch["rows"]["gus", "04_minigpt.ipynb"]
-    assert o.total == 0 and "expected 5240320, got 0" in feedback(o)["param_count"]
+    assert o.total == 0 and "post-LN block(tensor(2, 5, 16)" in feedback(o)["post_ln_block"]
+    assert "Hint:" in feedback(o)["decode_step"]
 
 
 def test_an_infinite_loop_times_out_and_the_rest_is_graded(batch):
     o = batch["rows"]["dee", "04_minigpt.ipynb"]
-    assert o.status == f"timeout: still running after {TIMEOUT} s in exercise param_count" and o.total == 0
-    assert feedback(o)["initial_loss"] == "not graded: the notebook stopped before this check finished"
-    assert feedback(o)["param_count"] == f"timeout: still running after {TIMEOUT} s in this exercise (an endless loop? a crash?)"
+    assert o.status == f"timeout: still running after {TIMEOUT} s in exercise post_ln_block" and o.total == 0
+    assert feedback(o)["decode_step"] == "not graded: the notebook stopped before this check finished"
+    assert feedback(o)["post_ln_block"] == f"timeout: still running after {TIMEOUT} s in this exercise (an endless loop? a crash?)"
     assert batch["rows"]["dee", "06_sampling_and_chat.ipynb"].total == 2
-    assert batch["rows"]["hal", "04_minigpt.ipynb"].status == "error: the kernel died in exercise param_count"
+    assert batch["rows"]["hal", "04_minigpt.ipynb"].status == "error: the kernel died in exercise post_ln_block"
 
 
 def test_corrupt_file_is_an_error_row(batch):
@@ -152,7 +171,7 @@ def test_corrupt_file_is_an_error_row(batch):
 
 def test_lost_metadata_falls_back_to_the_function_name(batch):
     o = batch["rows"]["fay", "04_minigpt.ipynb"]
-    assert o.status == "graded" and o.total == 2
+    assert o.status == "graded" and o.total == 3
 
 
 def test_missing_notebooks_get_a_row(batch):
@@ -166,15 +185,15 @@ def test_submissions_are_not_modified_and_files_are_written(batch, tmp_path):
     grade.write_feedback(tmp_path / "feedback", batch["outcomes"])
     lines = (tmp_path / "grades.csv").read_text().splitlines()
     assert lines[0].startswith("student,notebook,") and lines[0].endswith(",total,max,status")
-    assert "param_count" in lines[0] and "top_k" in lines[0]
+    assert "post_ln_block" in lines[0] and "top_k" in lines[0]
     assert len(lines) == 1 + len(batch["outcomes"])
-    assert any(line.startswith("fay,04_minigpt,") and line.endswith(",2,2,graded") for line in lines)
+    assert any(line.startswith("fay,04_minigpt,") and line.endswith(",3,3,graded") for line in lines)
     text = (tmp_path / "feedback" / "cy" / "04_minigpt.md").read_text()
-    assert "## param_count: 0 / 1" in text and "Hint:" in text
+    assert "## post_ln_block: 0 / 1" in text and "Hint:" in text
     assert (tmp_path / "feedback" / "dee" / "04_minigpt.md").read_text().count("timeout") >= 1
     table = grade.summary(batch["course"], batch["outcomes"])
     assert table[0].split() == ["exercise", "notebook", "mean", "solved"]
-    assert any(line.startswith("param_count") for line in table)
+    assert any(line.startswith("post_ln_block") for line in table)
 
 
 # --- what runs: imports + exercises, or the whole notebook -------------------------------------
@@ -226,8 +245,7 @@ def test_full_run_when_a_solution_needs_the_notebook(tmp_path):
 
 
 CY = {  # a third student: one exercise right and one wrong in 04 and 06
-    "04_minigpt.ipynb": dict(param_count="def param_count(V, T, C, L):\n    return (V + T) * C + L * C * (12 * C + 13) + 2 * C\n",
-                             initial_loss="def initial_loss(V):\n    return 1 / V\n"),
+    "04_minigpt.ipynb": dict(post_ln_block=POST_LN_MODULES, decode_step=DECODE_WRONG),
     "06_sampling_and_chat.ipynb": dict(top_k=TOP_K_PUBLIC_ONLY,
                                        temperature="def probs_at_temperature(logits, temperature):\n"
                                                    "    if temperature == 0:\n"
@@ -261,7 +279,8 @@ def test_cli_three_students_every_notebook_twice_gives_the_same_csv(tmp_path):
         if r["student"] == "ben":
             assert r["total"] == "0" and r["status"] == ("not attempted" if r["max"] != "0" else "no exercises"), r
     cy = {r["notebook"]: r for r in rows if r["student"] == "cy"}
-    want = {"04_minigpt": {"param_count": "1", "initial_loss": "0"}, "06_sampling_and_chat": {"top_k": "0", "temperature": "1"}}
+    want = {"04_minigpt": {"post_ln_block": "1", "decode_step": "0", "previous_token_scores": "0"},
+            "06_sampling_and_chat": {"top_k": "0", "temperature": "1"}}
     for notebook, scores in want.items():
         assert {k: cy[notebook][k] for k in scores} == scores and cy[notebook]["total"] == "1", cy[notebook]
     out = proc.stdout.decode()
@@ -301,9 +320,7 @@ def _key(args):
     return repr([a.tolist() if isinstance(a, torch.Tensor) else a for a in args])
 
 
-HIDDEN_04_07 = {
-    checks.check_param_count: lambda V, T, C, L: V * C + T * C + L * (12 * C * C + 13 * C) + 2 * C,
-    checks.check_initial_loss: lambda V: math.log(V),
+HIDDEN_05_07 = {  # (04's checks take models and weights: tests/test_checks_04.py tests their hidden cases)
     checks.check_lr_schedule: lambda s, n, hi, w, lo: hi * (s + 1) / w if s < w else lo + (hi - lo) * 0.5 * (1 + math.cos(math.pi * s / n)),
     checks.check_nats_per_char: lambda loss, nt, nc: loss * nt / nc,
     checks.check_top_k: lambda x, k: x.masked_fill(x < torch.topk(x, min(k, x.numel())).values[-1], float("-inf")),
@@ -314,9 +331,9 @@ HIDDEN_04_07 = {
 }
 
 
-@pytest.mark.parametrize("check", list(HIDDEN_04_07), ids=lambda c: c.__name__)
+@pytest.mark.parametrize("check", list(HIDDEN_05_07), ids=lambda c: c.__name__)
 def test_hidden_cases_catch_answers_learned_from_the_public_ones(check):
-    solution = HIDDEN_04_07[check]
+    solution = HIDDEN_05_07[check]
     assert check(solution, hidden=True), check(solution, hidden=True).message
     seen = {}
 
