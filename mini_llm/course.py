@@ -1,7 +1,7 @@
 """What the course notebooks share: a trained model to look at.
 
-Notebooks 04 and 06 explore a model that has learned something (attention heads that look at
-the previous token, text that reads like a play). They take the newest run of the default
+Notebooks 04 and 06 explore a model that has learned something (attention heads with a job,
+such as finding the latest line break; text laid out like a play). They take the newest run of the default
 model size that trained long enough, such as the README's 5-minute main job; without one they
 train a short run here, once, and say so.
 """
