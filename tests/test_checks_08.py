@@ -251,5 +251,5 @@ def test_the_notebook_proves_its_equalities_and_checks_only_portable_output():
     checked = [c for c in _cells() if c.source.startswith("# NBVAL_CHECK_OUTPUT")]
     assert len(checked) >= 8
     text = "".join(o.get("text", "") for c in checked for o in c.outputs)
-    assert "False" not in text and text.count("True") >= 15, text
+    assert not re.search(r": False\s*(\||$)", text, re.M) and text.count("True") >= 15, text  # no proof says False
     assert not re.search(r"\d\.\d{3,}", text), text  # no long decimals in compared output
