@@ -211,8 +211,12 @@ def test_the_expected_values_are_what_the_exercises_say():
     rotation that depends only on relative positions, and the cubic iteration converges to U V^T."""
     g = torch.Generator().manual_seed(0)
     q, k = torch.randn(1, 16, generator=g), torch.randn(1, 16, generator=g)
-    score = lambda m, n: (rope_interleaved(q, torch.tensor([m]), 1e4) * rope_interleaved(k, torch.tensor([n]), 1e4)).sum()  # noqa: E731
-    assert math.isclose(score(9, 4), score(105, 100), abs_tol=1e-4) and not math.isclose(score(9, 4), score(9, 5), abs_tol=1e-4)
+
+    def score(m, n):
+        return (rope_interleaved(q, torch.tensor([m]), 1e4) * rope_interleaved(k, torch.tensor([n]), 1e4)).sum().item()
+
+    assert math.isclose(score(9, 4), score(105, 100), abs_tol=1e-4)
+    assert not math.isclose(score(9, 4), score(9, 5), abs_tol=1e-4)
     G = torch.randn(12, 20, generator=g)
     U, _, Vh = torch.linalg.svd(G, full_matrices=False)
     assert torch.allclose(orthogonalize(G, 60), U @ Vh, atol=1e-4)
