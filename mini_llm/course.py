@@ -4,6 +4,10 @@ Notebooks 04 and 06 explore a model that has learned something (attention heads 
 the previous token, text that reads like a play). They take the newest run of the default
 model size that trained long enough, such as the README's 5-minute main job; without one they
 train a short run here, once, and say so.
+
+Notebooks 05 and 06 also show the course's reference run: a longer run committed as small text
+files (no weights) in docs/reference_run/: its metrics.jsonl (loss curves), samples.jsonl (the
+text it wrote at step 0 and at every evaluation) and run.json (how it was made).
 """
 
 import json
@@ -15,6 +19,8 @@ from mini_llm.paths import display, runs_dir
 
 MIN_STEPS = 300  # about 3 minutes on a 2-core CPU at the default size: heads and words have formed
 FALLBACK = "course-fallback"
+# Committed with the course, beside the package (MINI_LLM_HOME moves data/ and runs/ only).
+REFERENCE_RUN = Path(__file__).resolve().parent.parent / "docs" / "reference_run"
 SIZE = ("vocab_size", "block_size", "n_embd", "n_head", "n_layer")
 
 
@@ -55,3 +61,32 @@ def trained_model(fallback_seconds: float = 45, log=print):
     model, tok, meta = load_checkpoint(fallback)
     log(f"using {display(meta['folder'])}: step {meta['step']:,} (a short fallback run)")
     return model, tok, meta
+
+
+def reference_samples(folder: Path = REFERENCE_RUN) -> list[dict]:
+    """The reference run's samples, in step order: {step, val_loss, prompt, text, sampling}."""
+    lines = (Path(folder) / "samples.jsonl").read_text(encoding="utf-8").splitlines()
+    return sorted((json.loads(line) for line in lines if line.strip()), key=lambda r: r["step"])
+
+
+def reference_info(folder: Path = REFERENCE_RUN) -> dict:
+    """How the reference run was made (run.json): command, machine, model and batch sizes, time."""
+    return json.loads((Path(folder) / "run.json").read_text(encoding="utf-8"))
+
+
+def save_reference_run(run: Path, command: str, machine: str, out: Path = REFERENCE_RUN) -> dict:
+    """Copy a finished run's metrics.jsonl and samples.jsonl to `out` and write run.json beside
+    them (what the notebooks read; no weights, no absolute paths). Returns run.json's content."""
+    import shutil
+
+    run, out = Path(run), Path(out)
+    meta = json.loads((run / "last" / "meta.json").read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("metrics.jsonl", "samples.jsonl"):
+        shutil.copyfile(run / name, out / name)
+    config = GPTConfig(**meta["model_config"])
+    info = {"command": command, "machine": machine, "steps": meta["step"], "tokens_seen": meta["tokens_seen"],
+            "tokens_per_step": meta["tokens_seen"] // max(meta["step"], 1), "train_seconds": round(meta["train_seconds"]),
+            "parameters": config.num_params(), "model_config": meta["model_config"]}
+    (out / "run.json").write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
+    return info
