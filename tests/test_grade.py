@@ -54,11 +54,13 @@ LOSS_RIGHT = "import math\n\ndef initial_loss(V):\n    return math.log(V)\n"
 LOSS_HARDCODED = ("def initial_loss(V):\n"
                   "    known = {2: 0.6931471805599453, 8000: 8.987196820661973, 50257: 10.82490511970208}\n"
                   "    return known.get(V, 0.0)\n")
-TOP_K_PUBLIC_ONLY = ("def top_k_filter(logits, k):\n"
-                     "    if logits.numel() != 5:\n"
+TOP_P_PUBLIC_ONLY = ("def top_p_filter(logits, p):\n"
+                     "    if tuple(logits.shape) not in [(5,), (2, 4)]:\n"
                      "        return logits.clone()  # right shape, wrong values\n"
-                     "    kth = torch.topk(logits, min(k, logits.numel())).values[-1]\n"
-                     "    return logits.masked_fill(logits < kth, float('-inf'))\n")
+                     "    probs, order = torch.softmax(logits, -1).sort(-1, descending=True)\n"
+                     "    drop = probs.cumsum(-1) - probs >= p\n"
+                     "    drop[..., 0] = False\n"
+                     "    return logits.masked_fill(drop.scatter(-1, order, drop), float('-inf'))\n")
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +75,7 @@ def batch(tmp_path_factory):
     check_cell(cy, "param_count").source = "pass"
     cy.cells.remove(check_cell(cy, "initial_loss"))
     write(cy, subs / "cy" / "04_minigpt.ipynb")
-    write(handed_in("06_sampling_and_chat.ipynb", top_k=TOP_K_PUBLIC_ONLY), subs / "cy" / "06_sampling_and_chat.ipynb")
+    write(handed_in("06_sampling_and_chat.ipynb", top_p=TOP_P_PUBLIC_ONLY), subs / "cy" / "06_sampling_and_chat.ipynb")
     # dee: an infinite loop in 04; 06 right
     write(handed_in("04_minigpt.ipynb", param_count="def param_count(V, T, C, L):\n    while True:\n        pass\n",
                     initial_loss=LOSS_RIGHT), subs / "dee" / "04_minigpt.ipynb")
@@ -124,9 +126,9 @@ def test_edited_or_deleted_checks_still_run_from_the_course(batch):
 
 def test_public_only_answers_fail_the_hidden_cases(batch):
     o = batch["rows"]["cy", "06_sampling_and_chat.ipynb"]
-    assert o.scores["top_k"] == 0 and o.scores["temperature"] == 0
-    message = feedback(o)["top_k"]
-    assert "top-k([0.25, -2.0, 5.0, 3.0, 3.5, -1.0, 0.0], 3)" in message and "expected" in message, message  # a hidden input
+    assert o.scores["top_p"] == 0 and o.scores["repetition_penalty"] == 0 and o.scores["stop_stream"] == 0
+    message = feedback(o)["top_p"]
+    assert "top-p([[[5.0, 1.0, 0.0]" in message and "expected" in message, message  # a hidden input
     gus = batch["rows"]["gus", "04_minigpt.ipynb"]
     assert gus.scores["initial_loss"] == 0 and "initial loss(65)" in feedback(gus)["initial_loss"]  # a hidden input
 
@@ -141,7 +143,7 @@ def test_an_infinite_loop_times_out_and_the_rest_is_graded(batch):
     assert o.status == f"timeout: still running after {TIMEOUT} s in exercise param_count" and o.total == 0
     assert feedback(o)["initial_loss"] == "not graded: the notebook stopped before this check finished"
     assert feedback(o)["param_count"] == f"timeout: still running after {TIMEOUT} s in this exercise (an endless loop? a crash?)"
-    assert batch["rows"]["dee", "06_sampling_and_chat.ipynb"].total == 2
+    assert batch["rows"]["dee", "06_sampling_and_chat.ipynb"].total == 3
     assert batch["rows"]["hal", "04_minigpt.ipynb"].status == "error: the kernel died in exercise param_count"
 
 
@@ -166,7 +168,7 @@ def test_submissions_are_not_modified_and_files_are_written(batch, tmp_path):
     grade.write_feedback(tmp_path / "feedback", batch["outcomes"])
     lines = (tmp_path / "grades.csv").read_text().splitlines()
     assert lines[0].startswith("student,notebook,") and lines[0].endswith(",total,max,status")
-    assert "param_count" in lines[0] and "top_k" in lines[0]
+    assert "param_count" in lines[0] and "top_p" in lines[0]
     assert len(lines) == 1 + len(batch["outcomes"])
     assert any(line.startswith("fay,04_minigpt,") and line.endswith(",2,2,graded") for line in lines)
     text = (tmp_path / "feedback" / "cy" / "04_minigpt.md").read_text()
@@ -228,11 +230,12 @@ def test_full_run_when_a_solution_needs_the_notebook(tmp_path):
 CY = {  # a third student: one exercise right and one wrong in 04 and 06
     "04_minigpt.ipynb": dict(param_count="def param_count(V, T, C, L):\n    return (V + T) * C + L * C * (12 * C + 13) + 2 * C\n",
                              initial_loss="def initial_loss(V):\n    return 1 / V\n"),
-    "06_sampling_and_chat.ipynb": dict(top_k=TOP_K_PUBLIC_ONLY,
-                                       temperature="def probs_at_temperature(logits, temperature):\n"
-                                                   "    if temperature == 0:\n"
-                                                   "        return (logits == logits.max()).float()\n"
-                                                   "    return torch.softmax(logits / temperature, -1)\n"),
+    "06_sampling_and_chat.ipynb": dict(top_p=TOP_P_PUBLIC_ONLY,
+                                       repetition_penalty="def repetition_penalty(logits, context_ids, penalty):\n"
+                                                          "    ids = torch.tensor(context_ids, dtype=torch.long)\n"
+                                                          "    seen = logits.gather(0, ids)\n"
+                                                          "    seen = torch.where(seen > 0, seen / penalty, seen * penalty)\n"
+                                                          "    return logits.scatter(0, ids, seen)\n"),
 }
 
 
@@ -261,11 +264,11 @@ def test_cli_three_students_every_notebook_twice_gives_the_same_csv(tmp_path):
         if r["student"] == "ben":
             assert r["total"] == "0" and r["status"] == ("not attempted" if r["max"] != "0" else "no exercises"), r
     cy = {r["notebook"]: r for r in rows if r["student"] == "cy"}
-    want = {"04_minigpt": {"param_count": "1", "initial_loss": "0"}, "06_sampling_and_chat": {"top_k": "0", "temperature": "1"}}
+    want = {"04_minigpt": {"param_count": "1", "initial_loss": "0"}, "06_sampling_and_chat": {"top_p": "0", "repetition_penalty": "1"}}
     for notebook, scores in want.items():
         assert {k: cy[notebook][k] for k in scores} == scores and cy[notebook]["total"] == "1", cy[notebook]
     out = proc.stdout.decode()
-    assert "solved" in out and "top_k" in out and "skipped notes.txt" in proc.stderr.decode()
+    assert "solved" in out and "top_p" in out and "skipped notes.txt" in proc.stderr.decode()
     assert sorted(p.name for p in (tmp_path / "out1" / "feedback").iterdir()) == ["ada", "ben", "cy"]
     assert len(list((tmp_path / "out1" / "feedback" / "cy").iterdir())) == len(NOTEBOOKS)
 
