@@ -49,6 +49,28 @@ def plot_losses(run_dir: Path, ax=None, save: Path | None = None):
     return ax
 
 
+def plot_val_by_tokens(runs, ax=None):
+    """Validation loss against tokens seen for several runs, [(label, run folder, tokens per step)]:
+    a fair x axis for runs with different batch sizes (a step of one is not a step of another).
+    The periodic evaluations (each run's fixed subset) as lines, the final whole-split one as a star."""
+    ax = ax or plt.subplots(figsize=(7, 4))[1]
+    for label, folder, tokens_per_step in runs:
+        _, val = read_metrics(folder)
+        subset = [r for r in val if r.get("subset", True)]
+        whole = [r for r in val if not r.get("subset", True)]
+        line, = ax.plot([r["step"] * tokens_per_step for r in subset], [r["val_loss"] for r in subset], "o-",
+                        markersize=3, label=label)
+        ax.plot([r["step"] * tokens_per_step for r in whole], [r["val_loss"] for r in whole], "*", markersize=12,
+                color=line.get_color())
+    ax.set_xscale("log")
+    ax.set_xlabel("tokens seen (log scale)")
+    ax.set_ylabel("val loss (nats / token)")
+    ax.set_title("validation loss (star: the whole val split at the end)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    return ax
+
+
 def plot_lr_schedule(cfg, total_steps: int, ax=None):
     from mini_llm.schedule import lr_at
 

@@ -69,11 +69,13 @@ SCORES_PUBLIC_ONLY = ("import torch\n\ndef previous_token_scores(maps):\n"
                       "    if maps.size(-1) not in (5, 6, 8):\n"
                       "        return torch.zeros(maps.shape[:2])\n"
                       "    return maps.diagonal(offset=-1, dim1=-2, dim2=-1).mean(-1)\n")
-TOP_K_PUBLIC_ONLY = ("def top_k_filter(logits, k):\n"
-                     "    if logits.numel() != 5:\n"
+TOP_P_PUBLIC_ONLY = ("def top_p_filter(logits, p):\n"
+                     "    if tuple(logits.shape) not in [(5,), (2, 4)]:\n"
                      "        return logits.clone()  # right shape, wrong values\n"
-                     "    kth = torch.topk(logits, min(k, logits.numel())).values[-1]\n"
-                     "    return logits.masked_fill(logits < kth, float('-inf'))\n")
+                     "    probs, order = torch.softmax(logits, -1).sort(-1, descending=True)\n"
+                     "    drop = probs.cumsum(-1) - probs >= p\n"
+                     "    drop[..., 0] = False\n"
+                     "    return logits.masked_fill(drop.scatter(-1, order, drop), float('-inf'))\n")
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +89,7 @@ def batch(tmp_path_factory):
     check_cell(cy, "post_ln_block").source = "pass"
     cy.cells.remove(check_cell(cy, "decode_step"))
     write(cy, subs / "cy" / "04_minigpt.ipynb")
-    write(handed_in("06_sampling_and_chat.ipynb", top_k=TOP_K_PUBLIC_ONLY), subs / "cy" / "06_sampling_and_chat.ipynb")
+    write(handed_in("06_sampling_and_chat.ipynb", top_p=TOP_P_PUBLIC_ONLY), subs / "cy" / "06_sampling_and_chat.ipynb")
     # dee: an infinite loop in 04; 06 right
     write(handed_in("04_minigpt.ipynb", post_ln_block="def post_ln_block(x, weights, n_head):\n    while True:\n        pass\n",
                     decode_step=right_04("decode_step")), subs / "dee" / "04_minigpt.ipynb")
@@ -141,9 +143,9 @@ def test_edited_or_deleted_checks_still_run_from_the_course(batch):
 
 def test_public_only_answers_fail_the_hidden_cases(batch):
     o = batch["rows"]["cy", "06_sampling_and_chat.ipynb"]
-    assert o.scores["top_k"] == 0 and o.scores["temperature"] == 0
-    message = feedback(o)["top_k"]
-    assert "top-k([0.25, -2.0, 5.0, 3.0, 3.5, -1.0, 0.0], 3)" in message and "expected" in message, message  # a hidden input
+    assert o.scores["top_p"] == 0 and o.scores["repetition_penalty"] == 0 and o.scores["stop_stream"] == 0
+    message = feedback(o)["top_p"]
+    assert "top-p([[[5.0, 1.0, 0.0]" in message and "expected" in message, message  # a hidden input
     gus = batch["rows"]["gus", "04_minigpt.ipynb"]
     message = feedback(gus)["previous_token_scores"]
     assert gus.scores["previous_token_scores"] == 0 and "previous-token scores([[[[1.0, 0.0], " in message, message  # a hidden input
@@ -160,7 +162,7 @@ def test_an_infinite_loop_times_out_and_the_rest_is_graded(batch):
     assert o.status == f"timeout: still running after {TIMEOUT} s in exercise post_ln_block" and o.total == 0
     assert feedback(o)["decode_step"] == "not graded: the notebook stopped before this check finished"
     assert feedback(o)["post_ln_block"] == f"timeout: still running after {TIMEOUT} s in this exercise (an endless loop? a crash?)"
-    assert batch["rows"]["dee", "06_sampling_and_chat.ipynb"].total == 2
+    assert batch["rows"]["dee", "06_sampling_and_chat.ipynb"].total == 3
     assert batch["rows"]["hal", "04_minigpt.ipynb"].status == "error: the kernel died in exercise post_ln_block"
 
 
@@ -185,7 +187,7 @@ def test_submissions_are_not_modified_and_files_are_written(batch, tmp_path):
     grade.write_feedback(tmp_path / "feedback", batch["outcomes"])
     lines = (tmp_path / "grades.csv").read_text().splitlines()
     assert lines[0].startswith("student,notebook,") and lines[0].endswith(",total,max,status")
-    assert "post_ln_block" in lines[0] and "top_k" in lines[0]
+    assert "post_ln_block" in lines[0] and "top_p" in lines[0]
     assert len(lines) == 1 + len(batch["outcomes"])
     assert any(line.startswith("fay,04_minigpt,") and line.endswith(",3,3,graded") for line in lines)
     text = (tmp_path / "feedback" / "cy" / "04_minigpt.md").read_text()
@@ -246,11 +248,12 @@ def test_full_run_when_a_solution_needs_the_notebook(tmp_path):
 
 CY = {  # a third student: one exercise right and one wrong in 04 and 06
     "04_minigpt.ipynb": dict(post_ln_block=POST_LN_MODULES, decode_step=DECODE_WRONG),
-    "06_sampling_and_chat.ipynb": dict(top_k=TOP_K_PUBLIC_ONLY,
-                                       temperature="def probs_at_temperature(logits, temperature):\n"
-                                                   "    if temperature == 0:\n"
-                                                   "        return (logits == logits.max()).float()\n"
-                                                   "    return torch.softmax(logits / temperature, -1)\n"),
+    "06_sampling_and_chat.ipynb": dict(top_p=TOP_P_PUBLIC_ONLY,
+                                       repetition_penalty="def repetition_penalty(logits, context_ids, penalty):\n"
+                                                          "    ids = torch.tensor(context_ids, dtype=torch.long)\n"
+                                                          "    seen = logits.gather(0, ids)\n"
+                                                          "    seen = torch.where(seen > 0, seen / penalty, seen * penalty)\n"
+                                                          "    return logits.scatter(0, ids, seen)\n"),
 }
 
 
@@ -280,11 +283,11 @@ def test_cli_three_students_every_notebook_twice_gives_the_same_csv(tmp_path):
             assert r["total"] == "0" and r["status"] == ("not attempted" if r["max"] != "0" else "no exercises"), r
     cy = {r["notebook"]: r for r in rows if r["student"] == "cy"}
     want = {"04_minigpt": {"post_ln_block": "1", "decode_step": "0", "previous_token_scores": "0"},
-            "06_sampling_and_chat": {"top_k": "0", "temperature": "1"}}
+            "06_sampling_and_chat": {"top_p": "0", "repetition_penalty": "1"}}
     for notebook, scores in want.items():
         assert {k: cy[notebook][k] for k in scores} == scores and cy[notebook]["total"] == "1", cy[notebook]
     out = proc.stdout.decode()
-    assert "solved" in out and "top_k" in out and "skipped notes.txt" in proc.stderr.decode()
+    assert "solved" in out and "top_p" in out and "skipped notes.txt" in proc.stderr.decode()
     assert sorted(p.name for p in (tmp_path / "out1" / "feedback").iterdir()) == ["ada", "ben", "cy"]
     assert len(list((tmp_path / "out1" / "feedback" / "cy").iterdir())) == len(NOTEBOOKS)
 

@@ -274,7 +274,8 @@ def test_course_model_prefers_a_trained_default_size_run(monkeypatch, tmp_path):
 
     monkeypatch.setenv("MINI_LLM_HOME", str(tmp_path))
     assert course.trained_runs() == []
-    for name, size, step in [("small", dict(n_layer=2), 900), ("young", {}, 20), ("good", {}, 400)]:
+    for name, size, step in [("small", dict(n_layer=2), 900), ("young", {}, 20), ("good", {}, 400),
+                             ("rotary", dict(pos="rope", tie_head=False), 900)]:
         meta = tmp_path / "runs" / name / "best" / "meta.json"
         meta.parent.mkdir(parents=True)
         meta.write_text(json.dumps({"model_config": dict(GPTConfigDefaults(), **size), "step": step}))
