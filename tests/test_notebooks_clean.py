@@ -26,7 +26,9 @@ def test_notebook_is_clean(path):
     assert counts == list(range(1, len(code) + 1)), "run top to bottom once, then save"
     assert "NBVAL_IGNORE_OUTPUT" in code[0].source and "device_summary" in code[0].source
     assert sum("# NBVAL_CHECK_OUTPUT" in c.source for c in code) >= 3
-    assert sum("### BEGIN SOLUTION" in c.source for c in code) >= 2
+    solutions = sum("### BEGIN SOLUTION" in c.source for c in code)
+    hidden = sum("### BEGIN HIDDEN TESTS" in c.source for c in code)
+    assert solutions >= 3 and hidden == solutions, "at least 3 exercises, each with hidden tests"
     private = re.compile(r"/root\b|/home/\w+|/Users/\w+|/work/|/tmp/|C:\\\\Users")
     for cell in code:
         for out in cell.outputs:
