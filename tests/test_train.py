@@ -290,6 +290,8 @@ def GPTConfigDefaults():
     return GPTConfig().to_dict()
 
 
+@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")),
+                    reason="torch.compile on CPU needs a C++ compiler")
 def test_compiled_training_saves_plain_checkpoints(prepared, tmp_path):
     """--compile wraps only the training step: checkpoints hold the plain model's names (trap 10)."""
     summary = train(tiny_config(compile=True, max_steps=6, eval_interval=3, n_layer=1), prepared=prepared,
