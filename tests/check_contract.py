@@ -101,3 +101,19 @@ def assert_student_copies_say_not_written_yet(pairs, namespace: dict) -> None:
         exec("\n".join(setup), scope)
         result = eval(last, scope)
         assert not result and "not written yet" in result.message, result
+
+
+def notebook_code_cells(name: str) -> list:
+    """The code cells of a course notebook (`name` with or without .ipynb), in order."""
+    import nbformat
+
+    from tests.conftest import REPO
+
+    path = REPO / "notebooks" / (name if name.endswith(".ipynb") else f"{name}.ipynb")
+    return [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+
+
+def exercise_pairs(name: str) -> list:
+    """(solution cell, check cell) pairs of a course notebook, in order."""
+    cells = notebook_code_cells(name)
+    return [(cell, cells[i + 1]) for i, cell in enumerate(cells) if "### BEGIN SOLUTION" in cell.source]

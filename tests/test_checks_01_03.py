@@ -10,9 +10,8 @@ import torch
 from mini_llm import checks as ex
 from mini_llm.attention import attention
 from mini_llm.bpe import merge as bpe_merge
-from tests.check_contract import assert_protocol_cells, assert_student_copies_say_not_written_yet, contract_tests
-
-
+from tests.check_contract import (assert_protocol_cells, assert_student_copies_say_not_written_yet, contract_tests,
+                                  exercise_pairs)
 
 
 # --- solutions, written independently of the package where it matters ---------------------------
@@ -311,13 +310,7 @@ NOTEBOOKS = ["01_tokenization", "02_datasets", "03_attention"]
 
 
 def _exercises(name):
-    """(solution cell, check cell) pairs of a notebook, in order."""
-    import nbformat
-
-    from tests.conftest import REPO
-
-    cells = [c for c in nbformat.read(REPO / "notebooks" / f"{name}.ipynb", as_version=4).cells if c.cell_type == "code"]
-    return [(cell, cells[i + 1]) for i, cell in enumerate(cells) if "### BEGIN SOLUTION" in cell.source]
+    return exercise_pairs(name)
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from mini_llm import checks as ex
 from mini_llm.model import Block, GPTConfig
-from tests.check_contract import assert_protocol_cells, assert_student_copies_say_not_written_yet, contract_tests
+from tests.check_contract import (assert_protocol_cells, assert_student_copies_say_not_written_yet, contract_tests,
+                                  exercise_pairs, notebook_code_cells)
 
 # --- post_ln_block: LayerNorm after each residual addition ---------------------------------------
 
@@ -282,18 +283,8 @@ def test_a_block_and_the_model_refuse_to_run_whole_in_the_decode_check():
 # --- the exercise cells of notebook 04 ------------------------------------------------------------
 
 
-def _cells():
-    import nbformat
-
-    from tests.conftest import REPO
-
-    return [c for c in nbformat.read(REPO / "notebooks" / "04_minigpt.ipynb", as_version=4).cells if c.cell_type == "code"]
-
-
 def _exercises():
-    """(solution cell, check cell) pairs, in order."""
-    cells = _cells()
-    return [(cell, cells[i + 1]) for i, cell in enumerate(cells) if "### BEGIN SOLUTION" in cell.source]
+    return exercise_pairs("04_minigpt")
 
 
 def test_three_exercises_with_public_and_hidden_checks():
@@ -320,12 +311,12 @@ def test_student_copy_exercises_say_not_written_yet():
 def test_the_notebook_proves_its_equalities_and_checks_only_portable_output():
     """The committed outputs say True for every proof (torch.equal where the operations are the
     same), and the cells nbval compares print no machine-dependent floating-point values."""
-    checked = [c for c in _cells() if c.source.startswith("# NBVAL_CHECK_OUTPUT")]
+    checked = [c for c in notebook_code_cells("04_minigpt") if c.source.startswith("# NBVAL_CHECK_OUTPUT")]
     assert len(checked) >= 10
     text = "".join(o.get("text", "") for c in checked for o in c.outputs)
     assert "False" not in text and text.count("True") >= 20, text
     assert "torch.equal): True" in text and "loss == MiniGPT's (torch.equal): True" in text
     assert not re.search(r"\d\.\d{3,}", text), text
-    sources = "".join(c.source for c in _cells())
+    sources = "".join(c.source for c in notebook_code_cells("04_minigpt"))
     assert "attention_explorer(trained, tok)" in sources and "trained_model()" in sources
     assert "mine.load_state_dict(theirs.state_dict())" in sources

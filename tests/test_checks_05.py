@@ -12,9 +12,8 @@ import torch.nn.functional as F
 
 from mini_llm import checks as ex
 from mini_llm.schedule import LRPlan
-from tests.check_contract import assert_protocol_cells, assert_student_copies_say_not_written_yet, contract_tests
-
-
+from tests.check_contract import (assert_protocol_cells, assert_student_copies_say_not_written_yet, contract_tests,
+                                  exercise_pairs, notebook_code_cells)
 
 
 # --- extended_lr: the LR of a resumed run with a new horizon ------------------------------------
@@ -299,18 +298,8 @@ def test_the_checks_leave_the_global_rng_alone():
 # --- the exercise cells of notebook 05 ------------------------------------------------------------
 
 
-def _cells():
-    import nbformat
-
-    from tests.conftest import REPO
-
-    return [c for c in nbformat.read(REPO / "notebooks" / "05_training.ipynb", as_version=4).cells if c.cell_type == "code"]
-
-
 def _exercises():
-    """(solution cell, check cell) pairs, in order."""
-    cells = _cells()
-    return [(cell, cells[i + 1]) for i, cell in enumerate(cells) if "### BEGIN SOLUTION" in cell.source]
+    return exercise_pairs("05_training")
 
 
 def test_three_exercises_with_public_and_hidden_checks():
@@ -326,7 +315,7 @@ def test_student_copy_exercises_say_not_written_yet():
 
 
 def test_every_check_05_is_used_in_the_notebook():
-    sources = "".join(c.source for c in _cells())
+    sources = "".join(c.source for c in notebook_code_cells("05_training"))
     for check in [*CASES, ex.check_lr_schedule, ex.check_nats_per_char]:
         assert check.__name__ + "(" in sources, check.__name__
 
@@ -334,7 +323,7 @@ def test_every_check_05_is_used_in_the_notebook():
 def test_the_notebook_proves_its_equalities_and_checks_only_portable_output():
     """The committed outputs say True for every proof, and the cells nbval compares print no
     floating-point values that depend on the machine."""
-    checked = [c for c in _cells() if c.source.startswith("# NBVAL_CHECK_OUTPUT")]
+    checked = [c for c in notebook_code_cells("05_training") if c.source.startswith("# NBVAL_CHECK_OUTPUT")]
     assert len(checked) >= 10
     text = "".join(o.get("text", "") for c in checked for o in c.outputs)
     assert "False" not in text and text.count("True") >= 15, text

@@ -7,7 +7,8 @@ import re
 import torch
 
 from mini_llm import checks as ex
-from tests.check_contract import assert_protocol_cells, assert_student_copies_say_not_written_yet, contract_tests
+from tests.check_contract import (assert_protocol_cells, assert_student_copies_say_not_written_yet, contract_tests,
+                                  exercise_pairs, notebook_code_cells)
 
 # --- top_p: the nucleus, in vocabulary order, for any batch shape --------------------------------
 
@@ -242,19 +243,8 @@ def test_stop_stream_expects_what_the_package_streams():
 # --- the exercise cells of notebook 06 ------------------------------------------------------------
 
 
-def _cells():
-    import nbformat
-
-    from tests.conftest import REPO
-
-    return [c for c in nbformat.read(REPO / "notebooks" / "06_sampling_and_chat.ipynb", as_version=4).cells
-            if c.cell_type == "code"]
-
-
 def _exercises():
-    """(solution cell, check cell) pairs, in order."""
-    cells = _cells()
-    return [(cell, cells[i + 1]) for i, cell in enumerate(cells) if "### BEGIN SOLUTION" in cell.source]
+    return exercise_pairs("06_sampling_and_chat")
 
 
 def test_three_exercises_with_public_and_hidden_checks():
@@ -270,7 +260,7 @@ def test_student_copy_exercises_say_not_written_yet():
 
 
 def test_the_notebook_builds_before_it_imports_and_checks_its_pieces():
-    sources = [c.source for c in _cells()]
+    sources = [c.source for c in notebook_code_cells("06_sampling_and_chat")]
     text = "".join(sources)
     for check in (ex.check_temperature, ex.check_top_k):  # the pieces the learner builds, checked in place
         assert check.__name__ + "(" in text, check.__name__
@@ -284,7 +274,7 @@ def test_the_notebook_builds_before_it_imports_and_checks_its_pieces():
 def test_the_notebook_proves_its_equalities_and_checks_only_portable_output():
     """The committed outputs say True for every proof, and the cells nbval compares print no
     floating-point values that depend on the machine."""
-    checked = [c for c in _cells() if c.source.startswith("# NBVAL_CHECK_OUTPUT")]
+    checked = [c for c in notebook_code_cells("06_sampling_and_chat") if c.source.startswith("# NBVAL_CHECK_OUTPUT")]
     assert len(checked) >= 8
     text = "".join(o.get("text", "") for c in checked for o in c.outputs)
     assert "False" not in text and text.count("True") >= 8, text

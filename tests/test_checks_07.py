@@ -10,9 +10,8 @@ import torch
 from torch.export import Dim
 
 from mini_llm import checks as ex
-from tests.check_contract import assert_protocol_cells, assert_student_copies_say_not_written_yet, contract_tests
-
-
+from tests.check_contract import (assert_protocol_cells, assert_student_copies_say_not_written_yet, contract_tests,
+                                  exercise_pairs)
 
 
 # --- solutions, written independently of the package -------------------------------------------
@@ -283,13 +282,7 @@ def test_stand_in_sessions_match_the_exported_graphs(trained_run, exported):
 
 
 def _exercises():
-    """(solution cell, check cell) pairs of the notebook, in order."""
-    import nbformat
-
-    from tests.conftest import REPO
-
-    cells = [c for c in nbformat.read(REPO / "notebooks" / "07_export.ipynb", as_version=4).cells if c.cell_type == "code"]
-    return [(cell, cells[i + 1]) for i, cell in enumerate(cells) if "### BEGIN SOLUTION" in cell.source]
+    return exercise_pairs("07_export")
 
 
 def test_three_exercises_with_public_and_hidden_checks():

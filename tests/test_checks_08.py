@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from mini_llm import checks as ex
 from mini_llm.attention import rotary
-from tests.check_contract import assert_protocol_cells, assert_student_copies_say_not_written_yet, contract_tests
+from tests.check_contract import (assert_protocol_cells, assert_student_copies_say_not_written_yet, contract_tests,
+                                  exercise_pairs, notebook_code_cells)
 
 # --- rope_interleaved: pairs (2i, 2i + 1) ---------------------------------------------------------
 
@@ -225,18 +226,8 @@ def test_the_expected_values_are_what_the_exercises_say():
 # --- the exercise cells of notebook 08 ------------------------------------------------------------------
 
 
-def _cells():
-    import nbformat
-
-    from tests.conftest import REPO
-
-    return [c for c in nbformat.read(REPO / "notebooks" / "08_modern_gpt.ipynb", as_version=4).cells if c.cell_type == "code"]
-
-
 def _exercises():
-    """(solution cell, check cell) pairs, in order."""
-    cells = _cells()
-    return [(cell, cells[i + 1]) for i, cell in enumerate(cells) if "### BEGIN SOLUTION" in cell.source]
+    return exercise_pairs("08_modern_gpt")
 
 
 def test_three_exercises_with_public_and_hidden_checks():
@@ -252,7 +243,7 @@ def test_student_copy_exercises_say_not_written_yet():
 def test_the_notebook_proves_its_equalities_and_checks_only_portable_output():
     """The committed outputs say True for every proof, and the cells nbval compares print no
     floating-point values that depend on the machine."""
-    checked = [c for c in _cells() if c.source.startswith("# NBVAL_CHECK_OUTPUT")]
+    checked = [c for c in notebook_code_cells("08_modern_gpt") if c.source.startswith("# NBVAL_CHECK_OUTPUT")]
     assert len(checked) >= 8
     text = "".join(o.get("text", "") for c in checked for o in c.outputs)
     assert not re.search(r": False\s*(\||$)", text, re.M) and text.count("True") >= 15, text  # no proof says False
