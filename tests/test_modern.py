@@ -172,6 +172,8 @@ def test_cli_arch_and_option_flags(corpus_file, tmp_path):
     config = json.loads((out / "last" / "meta.json").read_text())["model_config"]
     assert (config["pos"], config["mlp"], config["qk_norm"], config["tie_head"]) == ("rope", "swiglu", False, False)
     assert "arch custom" in proc.stdout.decode()
+    proc = run_cli("generate", out, "--prompt", "KING:\n", "--max-new-tokens", "40", "--seed", "1")  # past the window
+    assert proc.returncode == 0 and proc.stdout.decode().startswith("KING:\n"), proc.stderr.decode()
     proc = run_cli("train", "--data", corpus_file, "--out", tmp_path / "bad", "--pos", "absolute")
     assert proc.returncode == 2 and "argument --pos: invalid choice: 'absolute'" in proc.stderr.decode()
 
