@@ -117,3 +117,14 @@ def exercise_pairs(name: str) -> list:
     """(solution cell, check cell) pairs of a course notebook, in order."""
     cells = notebook_code_cells(name)
     return [(cell, cells[i + 1]) for i, cell in enumerate(cells) if "### BEGIN SOLUTION" in cell.source]
+
+
+def assert_checks_leave_the_global_rng_alone(cases) -> None:
+    """Running every check (hidden cases too) on its right answer leaves torch's global RNG as it was."""
+    import torch
+
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    for check, (right, _, _) in cases.items():
+        check(right[0], hidden=True)
+    assert torch.equal(torch.get_rng_state(), state)

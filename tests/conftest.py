@@ -71,6 +71,14 @@ def trained_run(prepared, tmp_path_factory) -> Path:
     return out
 
 
+def interrupt_at(step: int):
+    """An on_step callback that presses Ctrl-C (raises KeyboardInterrupt) after optimizer step `step`."""
+    def on_step(now, loss):
+        if now == step:
+            raise KeyboardInterrupt
+    return on_step
+
+
 def run_cli(*args, stdin: bytes | None = None, timeout: int = 120, module: str = "mini_llm"):
     """Run `python -m mini_llm ...` (or another module) as a user would; returns CompletedProcess."""
     env = dict(os.environ, PYTHONIOENCODING="utf-8")

@@ -11,8 +11,9 @@ import torch.nn.functional as F
 
 from mini_llm import checks as ex
 from mini_llm.model import Block, GPTConfig
-from tests.check_contract import (assert_protocol_cells, assert_student_copies_say_not_written_yet, contract_tests,
-                                  exercise_pairs, notebook_code_cells)
+from tests.check_contract import (assert_checks_leave_the_global_rng_alone, assert_protocol_cells,
+                                  assert_student_copies_say_not_written_yet, contract_tests, exercise_pairs,
+                                  notebook_code_cells)
 
 # --- post_ln_block: LayerNorm after each residual addition ---------------------------------------
 
@@ -257,11 +258,7 @@ def test_feedback_is_specific():
 
 
 def test_the_checks_leave_the_global_rng_and_the_model_alone():
-    torch.manual_seed(123)
-    state = torch.get_rng_state()
-    for check, (right, _, _) in CASES.items():
-        check(right[0], hidden=True)
-    assert torch.equal(torch.get_rng_state(), state)
+    assert_checks_leave_the_global_rng_alone(CASES)
     a, b = ex.check_decode_step(step_is_causal, hidden=True), ex.check_decode_step(step_is_causal, hidden=True)
     assert a.message == b.message
 

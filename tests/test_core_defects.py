@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file
 
 from mini_llm.errors import UserError
-from tests.conftest import REPO, make_text, one_error_line, run_cli, tiny_config
+from tests.conftest import REPO, interrupt_at, make_text, one_error_line, run_cli, tiny_config
 
 QUIET = dict(log=lambda *a: None, progress=False)
 
@@ -258,12 +258,8 @@ def test_extending_an_interrupted_run_replans_from_the_current_lr(prepared, tmp_
 
     cfg = dict(eval_interval=100, log_interval=1, warmup_steps=5, min_lr_ratio=0.1)
 
-    def stop_at_10(step, loss):
-        if step == 10:
-            raise KeyboardInterrupt
-
     out = tmp_path / "run"
-    train(tiny_config(max_steps=20, **cfg), prepared=prepared, out=out, on_step=stop_at_10, **QUIET)
+    train(tiny_config(max_steps=20, **cfg), prepared=prepared, out=out, on_step=interrupt_at(10), **QUIET)
     train(tiny_config(max_steps=60, **cfg), prepared=prepared, out=out, resume=True, **QUIET)
     lr = _lrs(out)
     from mini_llm.schedule import lr_at

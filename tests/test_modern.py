@@ -13,7 +13,7 @@ from mini_llm.errors import UserError
 from mini_llm.generate import Sampling, TorchRunner, generate_ids
 from mini_llm.model import ARCHS, GPTConfig, KVCache, MiniGPT
 from mini_llm.train import TrainConfig, train
-from tests.conftest import run_cli, tiny_config
+from tests.conftest import interrupt_at, run_cli, tiny_config
 
 TINY = dict(vocab_size=97, block_size=16, n_embd=32, n_head=4, n_layer=2)
 OPTIONS = {
@@ -152,8 +152,7 @@ def test_modern_training_checkpoint_resume_and_fine_tune(prepared, tmp_path):
     # the untied head is stored and loaded (not filled from wte)
     assert not torch.equal(model.lm_head.weight, model.wte.weight)
     # resume is exact with the modern model
-    stop = lambda step, loss: step == 6 and (_ for _ in ()).throw(KeyboardInterrupt)  # noqa: E731
-    train(cfg, prepared=prepared, out=tmp_path / "split", on_step=stop, **QUIET)
+    train(cfg, prepared=prepared, out=tmp_path / "split", on_step=interrupt_at(6), **QUIET)
     train(cfg, prepared=prepared, out=tmp_path / "split", resume=True, **QUIET)
     a = load_checkpoint(tmp_path / "run", which="last")[0].state_dict()
     b = load_checkpoint(tmp_path / "split", which="last")[0].state_dict()

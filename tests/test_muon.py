@@ -13,7 +13,7 @@ from mini_llm.model import MiniGPT
 from mini_llm.muon import Muon, MuonWithAdamW, newton_schulz
 from mini_llm.schedule import LRPlan, lr_at
 from mini_llm.train import TrainConfig, add_arguments, config_from_args, configure_optimizer, train
-from tests.conftest import one_error_line, run_cli, tiny_config
+from tests.conftest import interrupt_at, one_error_line, run_cli, tiny_config
 
 QUIET = dict(log=lambda *a: None, progress=False)
 
@@ -136,11 +136,7 @@ def test_resume_with_muon_and_wsd_is_exact(prepared, tmp_path):
     cfg = dict(optimizer="muon", schedule="wsd", decay_fraction=0.4, max_steps=16, eval_interval=6)
     train(tiny_config(**cfg), prepared=prepared, out=tmp_path / "straight", **QUIET)
 
-    def interrupt(step, loss):
-        if step == 8:
-            raise KeyboardInterrupt
-
-    summary = train(tiny_config(**cfg), prepared=prepared, out=tmp_path / "resumed", on_step=interrupt, **QUIET)
+    summary = train(tiny_config(**cfg), prepared=prepared, out=tmp_path / "resumed", on_step=interrupt_at(8), **QUIET)
     assert summary["interrupted"] and summary["steps"] == 8
     state = torch.load(tmp_path / "resumed" / "last" / "train_state.pt", weights_only=False)
     assert set(state["optimizer"]) == {"adamw", "muon"} and state["optimizer"]["muon"]["state"]
@@ -231,12 +227,8 @@ def test_wsd_extending_a_finished_run_trains_on_at_the_floor(prepared, tmp_path)
 def test_wsd_extending_an_interrupted_stable_run_keeps_the_peak(prepared, tmp_path):
     cfg = dict(eval_interval=100, log_interval=1, warmup_steps=5, min_lr_ratio=0.1, schedule="wsd", decay_fraction=0.5)
 
-    def stop_at_8(step, loss):
-        if step == 8:
-            raise KeyboardInterrupt
-
     out = tmp_path / "run"
-    train(tiny_config(max_steps=20, **cfg), prepared=prepared, out=out, on_step=stop_at_8, **QUIET)
+    train(tiny_config(max_steps=20, **cfg), prepared=prepared, out=out, on_step=interrupt_at(8), **QUIET)
     train(tiny_config(max_steps=40, **cfg), prepared=prepared, out=out, resume=True, **QUIET)
     lr = _lrs(out)
     assert sorted(lr) == [s for s in range(1, 41) if s != 8]  # (step 8's log line was cut by the Ctrl-C)

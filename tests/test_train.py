@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from mini_llm import checkpoint as ckpt
 from mini_llm.errors import UserError
 from mini_llm.train import TrainConfig, add_arguments, config_from_args, lr_at, train
-from tests.conftest import REPO, one_error_line, run_cli, tiny_config
+from tests.conftest import REPO, interrupt_at, one_error_line, run_cli, tiny_config
 
 QUIET = dict(log=lambda *a: None, progress=False)
 
@@ -63,12 +63,8 @@ def test_resume_is_exact(prepared, tmp_path, batching):
     cfg = tiny_config(max_steps=16, eval_interval=6, batching=batching, stride=3)
     train(cfg, prepared=prepared, out=tmp_path / "straight", **QUIET)
 
-    def interrupt(step, loss):
-        if step == 8:
-            raise KeyboardInterrupt
-
     summary = train(tiny_config(max_steps=16, eval_interval=6, batching=batching, stride=3), prepared=prepared,
-                    out=tmp_path / "resumed", on_step=interrupt, **QUIET)
+                    out=tmp_path / "resumed", on_step=interrupt_at(8), **QUIET)
     assert summary["interrupted"] and summary["steps"] == 8
     assert json.loads((tmp_path / "resumed" / "last" / "meta.json").read_text())["step"] == 8
     train(tiny_config(max_steps=16, eval_interval=6, batching=batching, stride=3), prepared=prepared,
