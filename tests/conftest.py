@@ -71,6 +71,13 @@ def trained_run(prepared, tmp_path_factory) -> Path:
     return out
 
 
+def lr_by_step(run) -> dict:
+    """{step: learning rate} from a run folder's logged training steps."""
+    from mini_llm.plots import read_metrics
+
+    return {r["step"]: r["lr"] for r in read_metrics(run)[0]}
+
+
 def interrupt_at(step: int):
     """An on_step callback that presses Ctrl-C (raises KeyboardInterrupt) after optimizer step `step`."""
     def on_step(now, loss):

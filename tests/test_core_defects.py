@@ -18,10 +18,9 @@ import types
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from mini_llm.errors import UserError
-from tests.conftest import REPO, interrupt_at, make_text, one_error_line, run_cli, tiny_config
+from tests.conftest import REPO, interrupt_at, lr_by_step, make_text, one_error_line, run_cli, tiny_config
 
 QUIET = dict(log=lambda *a: None, progress=False)
 
@@ -236,10 +235,6 @@ def test_ddp_time_budget_ends_with_identical_ranks(corpus_file, prepared, tmp_pa
 # --- 6. extending a run never makes the LR jump -----------------------------------------------
 
 
-def _lrs(run):
-    return {r["step"]: r["lr"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "lr" in r}
-
-
 def test_extending_a_finished_run_continues_the_lr_without_a_jump(prepared, tmp_path):
     from mini_llm.train import train
 
@@ -247,7 +242,7 @@ def test_extending_a_finished_run_continues_the_lr_without_a_jump(prepared, tmp_
     out = tmp_path / "run"
     train(tiny_config(max_steps=20, **cfg), prepared=prepared, out=out, **QUIET)
     train(tiny_config(max_steps=40, **cfg), prepared=prepared, out=out, resume=True, **QUIET)
-    lr = _lrs(out)
+    lr = lr_by_step(out)
     after_warmup = [lr[s] for s in sorted(lr) if s > 5]
     assert all(b <= a * (1 + 1e-9) for a, b in zip(after_warmup, after_warmup[1:])), after_warmup
     assert lr[40] == pytest.approx(3e-3 * 0.1, rel=1e-6)
@@ -261,7 +256,7 @@ def test_extending_an_interrupted_run_replans_from_the_current_lr(prepared, tmp_
     out = tmp_path / "run"
     train(tiny_config(max_steps=20, **cfg), prepared=prepared, out=out, on_step=interrupt_at(10), **QUIET)
     train(tiny_config(max_steps=60, **cfg), prepared=prepared, out=out, resume=True, **QUIET)
-    lr = _lrs(out)
+    lr = lr_by_step(out)
     from mini_llm.schedule import lr_at
 
     where_it_stood = lr_at(10 / 20, 10, tiny_config(**cfg))  # what the 20-step plan gives the 11th step

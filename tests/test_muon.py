@@ -13,7 +13,7 @@ from mini_llm.model import MiniGPT
 from mini_llm.muon import Muon, MuonWithAdamW, newton_schulz
 from mini_llm.schedule import LRPlan, lr_at
 from mini_llm.train import TrainConfig, add_arguments, config_from_args, configure_optimizer, train
-from tests.conftest import interrupt_at, one_error_line, run_cli, tiny_config
+from tests.conftest import interrupt_at, lr_by_step, one_error_line, run_cli, tiny_config
 
 QUIET = dict(log=lambda *a: None, progress=False)
 
@@ -209,16 +209,12 @@ def test_wsd_resume_with_the_same_horizon_is_the_same_curve():
     assert plan == LRPlan(100) and lrs == [lr_at(s / 100, s, cfg) for s in range(101)]
 
 
-def _lrs(run):
-    return {r["step"]: r["lr"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "lr" in r}
-
-
 def test_wsd_extending_a_finished_run_trains_on_at_the_floor(prepared, tmp_path):
     cfg = dict(eval_interval=100, log_interval=1, warmup_steps=5, min_lr_ratio=0.1, schedule="wsd")
     out = tmp_path / "run"
     train(tiny_config(max_steps=20, **cfg), prepared=prepared, out=out, **QUIET)
     train(tiny_config(max_steps=40, **cfg), prepared=prepared, out=out, resume=True, **QUIET)
-    lr = _lrs(out)
+    lr = lr_by_step(out)
     after_warmup = [lr[s] for s in sorted(lr) if s > 5]
     assert all(b <= a * (1 + 1e-9) for a, b in zip(after_warmup, after_warmup[1:])), after_warmup
     assert lr[6] == 3e-3 and lr[21] == pytest.approx(3e-4) and lr[40] == pytest.approx(3e-4)
@@ -230,7 +226,7 @@ def test_wsd_extending_an_interrupted_stable_run_keeps_the_peak(prepared, tmp_pa
     out = tmp_path / "run"
     train(tiny_config(max_steps=20, **cfg), prepared=prepared, out=out, on_step=interrupt_at(8), **QUIET)
     train(tiny_config(max_steps=40, **cfg), prepared=prepared, out=out, resume=True, **QUIET)
-    lr = _lrs(out)
+    lr = lr_by_step(out)
     assert sorted(lr) == [s for s in range(1, 41) if s != 8]  # (step 8's log line was cut by the Ctrl-C)
     assert all(lr[s] == 3e-3 for s in lr if 6 <= s <= 20)  # at the peak until the new horizon's decay: step 20 of 40
     planned_40 = {s: lr_at((s - 1) / 40, s - 1, tiny_config(**cfg)) for s in lr}  # as if planned so from the start
