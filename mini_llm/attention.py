@@ -44,11 +44,22 @@ def rotary(x, positions, base: float = 10000.0):
     attention sees relative positions, so nothing is added to the token embeddings. Rotations
     compose, so rotating by -n moves every vector n positions back (a sliding KV cache).
     """
-    half = x.size(-1) // 2
-    freq = base ** (-torch.arange(half, device=x.device, dtype=torch.float32) / half)  # (hs/2,)
-    positions = torch.as_tensor(positions, device=x.device, dtype=torch.float32).reshape(-1, 1)  # (T or 1, 1)
+    return rotate_pairs(x, *rotary_angles(positions, x.size(-1), base, x.device, x.dtype))
+
+
+def rotary_angles(positions, head_size: int, base: float = 10000.0, device=None, dtype=torch.float32):
+    """(cos, sin), each (T, hs/2), of the angles `rotary` turns by: computed once, they rotate
+    queries and keys alike (`rotate_pairs`)."""
+    half = head_size // 2
+    freq = base ** (-torch.arange(half, device=device, dtype=torch.float32) / half)  # (hs/2,)
+    positions = torch.as_tensor(positions, device=device, dtype=torch.float32).reshape(-1, 1)  # (T or 1, 1)
     angle = positions * freq  # (T, hs/2)
-    cos, sin = angle.cos().to(x.dtype), angle.sin().to(x.dtype)
+    return angle.cos().to(dtype), angle.sin().to(dtype)
+
+
+def rotate_pairs(x, cos, sin):
+    """Turn each channel pair (i, i + hs/2) of x (..., T, hs) by the angles given as cos, sin (T, hs/2)."""
+    half = x.size(-1) // 2
     x1, x2 = x[..., :half], x[..., half:]
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 

@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mini_llm.attention import MultiHeadAttention, attention, rotary
+from mini_llm.attention import MultiHeadAttention, attention, rotary, rotary_angles, rotate_pairs
 from mini_llm.errors import UserError
 
 
@@ -144,7 +144,8 @@ class CausalSelfAttention(MultiHeadAttention):
             q, k = F.rms_norm(q, (q.size(-1),)), F.rms_norm(k, (k.size(-1),))
         if self.rope:  # the cache holds keys already rotated to their positions
             positions = torch.arange(T, device=x.device) + (0 if past_kv is None else past_kv[0].size(2))
-            q, k = rotary(q, positions, self.rope_base), rotary(k, positions, self.rope_base)
+            cos, sin = rotary_angles(positions, q.size(-1), self.rope_base, x.device, q.dtype)  # once for q and k
+            q, k = rotate_pairs(q, cos, sin), rotate_pairs(k, cos, sin)
         if past_kv is not None:
             k, v = torch.cat([past_kv[0], k], dim=2), torch.cat([past_kv[1], v], dim=2)
         P = k.size(2) - T  # positions already seen
