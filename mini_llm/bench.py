@@ -173,7 +173,7 @@ def bench_model(args) -> None:
             torch.manual_seed(0)
             model = MiniGPT(cfg).to(device)
             if name == "fused AdamW":
-                optimizer = configure_optimizer(model, TrainConfig(), device)
+                optimizer = configure_optimizer(model, TrainConfig(arch="gpt2"), device)
             else:
                 optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, **opt_kw)
             x = torch.randint(0, cfg.vocab_size, (batch, cfg.block_size), device=device)
@@ -261,11 +261,13 @@ def _train_step_fn(model, optimizer, x, y):
 # torch.compile the model.
 STEP_VARIANTS = {
     "ours gpt2": (dict(arch="gpt2"), False),
-    "ours modern": (dict(arch="modern"), False),
+    "ours modern": (dict(arch="modern", optimizer="adamw"), False),
+    "ours tuned (rope + muon)": (dict(arch="tuned"), False),
     "ours gpt2 + muon": (dict(arch="gpt2", optimizer="muon"), False),
     "ours modern + muon": (dict(arch="modern", optimizer="muon"), False),
     "ours gpt2 + compile": (dict(arch="gpt2"), True),
-    "ours modern + compile": (dict(arch="modern"), True),
+    "ours modern + compile": (dict(arch="modern", optimizer="adamw"), True),
+    "ours tuned + compile": (dict(arch="tuned"), True),
 }
 
 
@@ -358,7 +360,7 @@ def bench_train(args) -> None:
 
 # The ablation: each option alone on top of the classic recipe, then together. Each entry is a set
 # of TrainConfig overrides on top of the recipe flags (`--lr`, `--batch-size`, ...).
-VARIANTS = {
+VARIANTS = {  # each on top of the classic recipe (arch gpt2, AdamW, cosine)
     "gpt2": dict(arch="gpt2"),
     "+rope": dict(pos="rope"),
     "+rmsnorm": dict(norm="rmsnorm"),
@@ -370,9 +372,12 @@ VARIANTS = {
     "+untied+zero-init": dict(tie_head=False, zero_init=True),
     "+muon": dict(optimizer="muon"),
     "+wsd": dict(schedule="wsd"),
-    "modern": dict(arch="modern"),
+    "+rope+muon": dict(pos="rope", optimizer="muon"),
+    "+rope+relu2+muon": dict(pos="rope", mlp="relu2", optimizer="muon"),
+    "modern": dict(arch="modern", optimizer="adamw"),
     "modern+muon": dict(arch="modern", optimizer="muon"),
     "modern+muon+wsd": dict(arch="modern", optimizer="muon", schedule="wsd"),
+    "tuned": dict(arch="tuned"),  # the default of `mini-llm train`: rope + muon
 }
 
 
@@ -382,10 +387,12 @@ def quality_config(args, variant: str, seed: int):
 
     if variant not in VARIANTS:
         raise UserError(f"unknown variant {variant!r}: choose from {', '.join(VARIANTS)}")
-    recipe = dict(vocab_size=args.vocab_size, n_embd=args.n_embd, n_layer=args.n_layer, n_head=args.n_head,
-                  block_size=args.block_size, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps,
+    recipe = dict(arch="gpt2", vocab_size=args.vocab_size, n_embd=args.n_embd, n_layer=args.n_layer, n_head=args.n_head,
+                  block_size=args.block_size, batch_size=args.batch_size, warmup_steps=args.warmup_steps,
                   min_lr_ratio=args.min_lr_ratio, weight_decay=args.weight_decay, eval_interval=10**9,
                   device=args.device, dropout=args.dropout, seed=seed)
+    if args.lr:
+        recipe["lr"] = args.lr
     if args.steps_budget:
         recipe["max_steps"] = args.steps_budget
     else:
@@ -426,7 +433,7 @@ def bench_quality(args) -> None:
         rows.append(row)
     budget = f"{args.steps_budget} steps" if args.steps_budget else f"{args.budget:g} s"
     table(rows, f"quality in a {budget} training budget on {path.name} (val = held-out last 10%), seeds "
-                f"{' '.join(map(str, args.seeds))}, recipe batch {args.batch_size} lr {args.lr:g} warmup "
+                f"{' '.join(map(str, args.seeds))}, recipe batch {args.batch_size} lr {args.lr or 'as arch'} warmup "
                 f"{args.warmup_steps} min-lr-ratio {args.min_lr_ratio:g} wd {args.weight_decay:g}"
                 f"{' | set ' + _overrides_text(args.set) if args.set else ''} | {machine()}")
 
@@ -554,7 +561,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     q.add_argument("--n-head", type=int, default=4)
     q.add_argument("--block-size", type=int, default=128)
     q.add_argument("--batch-size", type=int, default=16)
-    q.add_argument("--lr", type=float, default=2e-3)
+    q.add_argument("--lr", type=float, help="default: each variant's arch's (train.RECIPES)")
     q.add_argument("--warmup-steps", type=int, default=50)
     q.add_argument("--min-lr-ratio", type=float, default=0.1)
     q.add_argument("--weight-decay", type=float, default=0.1)

@@ -1,13 +1,16 @@
 """What the course notebooks share: a trained model to look at.
 
 Notebooks 04 and 06 explore a model that has learned something (attention heads with a job,
-such as finding the latest line break; text laid out like a play). They take the newest run of the default
-model size that trained long enough, such as the README's 5-minute main job; without one they
-train a short run here, once, and say so.
+such as finding the latest line break; text laid out like a play). They take the newest run of the
+classic model they build (arch gpt2) at the default size that trained long enough, such as
+`mini-llm train --arch gpt2 --time-budget 300`; without one they train a short run here, once,
+and say so.
 
-Notebooks 05 and 06 also show the course's reference run: a longer run committed as small text
-files (no weights) in docs/reference_run/: its metrics.jsonl (loss curves), samples.jsonl (the
-text it wrote at step 0 and at every evaluation) and run.json (how it was made).
+Notebooks 05 and 06 also show the course's reference run: a 30-minute run of `mini-llm train`'s
+default recipe committed as small text files (no weights) in docs/reference_run/: its
+metrics.jsonl (loss curves), samples.jsonl (the text it wrote at step 0 and at every evaluation)
+and run.json (how it was made). docs/reference_run_gpt2/ holds the same for the classic model
+(arch gpt2, AdamW), the default before the ablation in BENCHMARKS.md.
 """
 
 import json
@@ -22,6 +25,7 @@ MIN_STEPS = 300  # about 3 minutes on a 2-core CPU at the default size: heads an
 FALLBACK = "course-fallback"
 # Committed with the course, beside the package (MINI_LLM_HOME moves data/ and runs/ only).
 REFERENCE_RUN = Path(__file__).resolve().parent.parent / "docs" / "reference_run"
+CLASSIC_REFERENCE_RUN = REFERENCE_RUN.with_name("reference_run_gpt2")
 SIZE = ("vocab_size", "block_size", "n_embd", "n_head", "n_layer")
 
 
@@ -56,10 +60,10 @@ def trained_model(fallback_seconds: float = 45, log=print):
     if not (fallback / "best" / "meta.json").exists():
         from mini_llm.train import TrainConfig, train  # only when there is no trained run yet
 
-        log(f"no trained run of the default size under runs/ (run the README's first command for one): "
-            f"training {fallback_seconds:.0f} s here instead; expect rougher heads and text")
-        train(TrainConfig(time_budget=fallback_seconds, final_eval_windows=64), out=fallback, progress=False,
-              log=lambda *a: None)
+        log(f"no trained classic run of the default size under runs/ (`mini-llm train --arch gpt2 --time-budget 300` "
+            f"makes one): training {fallback_seconds:.0f} s here instead; expect rougher heads and text")
+        train(TrainConfig(arch="gpt2", time_budget=fallback_seconds, final_eval_windows=64), out=fallback,
+              progress=False, log=lambda *a: None)
     model, tok, meta = load_checkpoint(fallback)
     log(f"using {display(meta['folder'])}: step {meta['step']:,} (a short fallback run)")
     return model, tok, meta

@@ -11,7 +11,9 @@ size, C n_embd, L n_layer:
 (per block: qkv 3C^2+3C, attention projection C^2+C, MLP 8C^2+5C, two LayerNorms 4C).
 
 The defaults are that classic model (arch "gpt2": what notebooks 03-07 build). The options
-below are what recent small-GPT speed records use; `ARCHS["modern"]` turns them on together:
+below are what recent small-GPT speed records use; `ARCHS["modern"]` turns them on together,
+`ARCHS["tuned"]` keeps the ones that paid off at this size in a few CPU minutes (the ablation in
+BENCHMARKS.md; `mini-llm train` trains it by default, with Muon):
 
     pos="rope"       rotary positions inside attention instead of a learned table
     norm="rmsnorm"   RMSNorm (scale only, no mean, no bias) instead of LayerNorm
@@ -65,7 +67,7 @@ class GPTConfig:
 
     @property
     def arch(self) -> str:
-        """"gpt2" (the classic model), "modern" (ARCHS["modern"]) or "custom"."""
+        """The name in ARCHS whose options these are ("gpt2": the classic model), or "custom"."""
         options = {name: getattr(self, name) for name in ARCHS["modern"]}
         return next((name for name, preset in ARCHS.items() if options == preset), "custom")
 
@@ -104,6 +106,7 @@ CHOICES = {"pos": ("learned", "rope"), "norm": ("layernorm", "rmsnorm"), "mlp": 
 ARCHS = {  # the model options each architecture name stands for
     "gpt2": dict(pos="learned", norm="layernorm", qk_norm=False, mlp="gelu", tie_head=True, zero_init=False),
     "modern": dict(pos="rope", norm="rmsnorm", qk_norm=True, mlp="relu2", tie_head=False, zero_init=True),
+    "tuned": dict(pos="rope", norm="layernorm", qk_norm=False, mlp="gelu", tie_head=True, zero_init=False),
 }
 
 

@@ -10,7 +10,8 @@ runs data-parallel (DDP): each rank draws its own batches and dropout masks, gra
 averaged, rank 0 alone logs, evaluates and writes, and rank 0's clock decides for every rank
 when to stop and which LR to use.
 Options: `optimizer="muon"` trains the blocks' weight matrices with Muon (`muon.py`) instead of
-AdamW; `schedule="wsd"` holds the peak LR and decays only at the end (`schedule.py`).
+AdamW (the default arch, "tuned", does); `schedule="wsd"` holds the peak LR and decays only at
+the end (`schedule.py`).
 
 The loop reads top to bottom in `_loop`: decide, set the LR, one optimizer step, log, and
 every `eval_interval` steps evaluate and save; `open_run` builds what it works with.
@@ -54,7 +55,9 @@ class TrainConfig:
     n_layer: int = GPTConfig.n_layer
     dropout: float = GPTConfig.dropout
     bias: bool = GPTConfig.bias
-    arch: str = "gpt2"  # "gpt2": the classic MiniGPT the notebooks build; "modern": model.ARCHS["modern"]
+    # "tuned" (rope + Muon): what measured best here (BENCHMARKS.md); "gpt2": the classic MiniGPT the
+    # notebooks build, with AdamW; "modern": every option of the speed records (model.ARCHS)
+    arch: str = "tuned"
     pos: str | None = None  # each option None: as `arch` says; a value overrides it
     norm: str | None = None
     qk_norm: bool | None = None
@@ -70,14 +73,14 @@ class TrainConfig:
     # optimisation
     batch_size: int = 16  # with lr 2e-3 and 50 warmup steps: the best short-run recipe measured (BENCHMARKS.md)
     grad_accum: int = 1
-    lr: float = 2e-3
+    lr: float | None = None  # None: as `arch` says (RECIPES)
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
     warmup_steps: int = 50
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.95
     grad_clip: float = 1.0
-    optimizer: str = "adamw"  # "adamw"; or "muon": Muon for the blocks' weight matrices, AdamW for the rest (muon.py)
+    optimizer: str | None = None  # None: as `arch` says; "adamw", or "muon": Muon for the blocks' matrices, AdamW for the rest
     muon_lr: float = 0.02  # Muon's peak LR, scheduled like lr (Keller Jordan's default; untuned for this model)
     muon_momentum: float = 0.95
     schedule: str = "cosine"  # "cosine"; or "wsd": warmup, hold the peak, decay linearly to the same floor
@@ -100,8 +103,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.arch not in ARCHS:
             raise UserError(f"--arch {self.arch!r}: use one of {', '.join(ARCHS)}")
-        for name, value in ARCHS[self.arch].items():  # fill the options the user left to the arch
-            if getattr(self, name) is None:
+        for name, value in {**ARCHS[self.arch], **RECIPES[self.arch]}.items():
+            if getattr(self, name) is None:  # fill the options the user left to the arch
                 setattr(self, name, value)
 
     def model_config(self, vocab_size: int) -> GPTConfig:
@@ -140,6 +143,11 @@ class TrainConfig:
 
 
 MODEL_FIELDS = tuple(f.name for f in fields(GPTConfig))  # the TrainConfig fields that make the model
+# Each arch trains with the optimizer and peak LR that measured best with it (BENCHMARKS.md: the
+# ablation). gpt2 keeps AdamW, the optimizer notebooks 05-07 build and prove against; with Muon
+# on the blocks, the AdamW rest (embeddings, gains, biases) does better at a higher LR.
+RECIPES = {"gpt2": dict(optimizer="adamw", lr=2e-3), "modern": dict(optimizer="muon", lr=2e-3),
+           "tuned": dict(optimizer="muon", lr=3e-3)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -554,7 +562,8 @@ def _resumed_config(cfg: TrainConfig, source: Path, data):
     """The saved run's config (how long to go on stays the user's new choice) and its data, which
     must be the same text: other text goes through --init-from."""
     meta = read_meta(source)
-    saved = {f.name: meta["train_config"][f.name] for f in fields(TrainConfig) if f.name in meta["train_config"]}
+    saved = {"arch": "gpt2"}  # runs saved before there was a choice: the classic model (with AdamW)
+    saved.update({f.name: meta["train_config"][f.name] for f in fields(TrainConfig) if f.name in meta["train_config"]})
     for name in ("epochs", "max_steps", "time_budget", "device", "eval_interval", "log_interval", "compile"):
         saved[name] = getattr(cfg, name)
     saved_data = meta.get("data")
@@ -589,7 +598,8 @@ def _log_header(run: Run, log) -> None:
     rules += [f"{plan.time_budget:g} s of training"] if plan.time_budget else []
     log(f"model: {run.model.num_params() / 1e6:.2f}M parameters | vocab {run.prepared.vocab_size:,} | context "
         f"{cfg.block_size} | {cfg.n_layer} layers x {cfg.n_head} heads x {cfg.n_embd} wide | arch {run.model.config.arch}"
-        + ("" if run.model.config.arch != "custom" else f" ({_options_text({k: getattr(cfg, k) for k in ARCHS['gpt2']})})"))
+        + ("" if run.model.config.arch != "custom" else f" ({_options_text({k: getattr(cfg, k) for k in ARCHS['gpt2']})})")
+        + f" | optimizer {cfg.optimizer}")
     log(f"device: {run.device}{f' x {run.world} processes (DDP)' if run.world > 1 else ''} | "
         f"precision: {'bf16 autocast' if run.device.type == 'cuda' else 'fp32'}")
     log(f"data: {len(run.prepared.train):,} train / {len(run.prepared.val):,} val tokens | {run.tokens_per_step:,} tokens "
@@ -789,8 +799,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dropout", type=float, default=d.dropout)
     g.add_argument("--no-bias", dest="bias", action="store_false", help="no biases in Linear and LayerNorm")
     g.add_argument("--arch", choices=list(ARCHS), default=d.arch,
-                   help=f"gpt2: the classic MiniGPT of the notebooks; modern: {_options_text(ARCHS['modern'])} "
-                        f"(default {d.arch}); the flags below override single options")
+                   help=f"tuned (default): pos=rope, trained with Muon, what measured best in a few CPU minutes; gpt2: "
+                        f"the classic MiniGPT of the notebooks, with AdamW; modern: {_options_text(ARCHS['modern'])}, "
+                        f"with Muon. The flags below (and --optimizer, --lr) override single choices")
     for name, choices in CHOICES.items():
         g.add_argument(f"--{name}", choices=choices, default=None, help="default: as --arch says")
     for name in ("qk_norm", "tie_head", "zero_init"):
@@ -800,11 +811,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("optimisation")
     for name in ("batch_size", "grad_accum", "warmup_steps"):
         g.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name), help=f"default {getattr(d, name)}")
-    for name in ("lr", "min_lr_ratio", "weight_decay", "beta1", "beta2", "grad_clip"):
+    g.add_argument("--lr", type=float, default=None, help="peak LR (of AdamW; default: as --arch says: "
+                   + ", ".join(f"{arch} {recipe['lr']:g}" for arch, recipe in RECIPES.items()) + ")")
+    for name in ("min_lr_ratio", "weight_decay", "beta1", "beta2", "grad_clip"):
         g.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(d, name), help=f"default {getattr(d, name)}")
-    g.add_argument("--optimizer", default=d.optimizer,  # checked by TrainConfig.validate: a one-line error
-                   help="adamw (default), or muon: Muon for the blocks' weight matrices, AdamW for the rest")
-    g.add_argument("--muon-lr", type=float, default=d.muon_lr, help=f"Muon's peak LR (default {d.muon_lr}, untuned)")
+    g.add_argument("--optimizer", default=None,  # checked by TrainConfig.validate: a one-line error
+                   help="adamw, or muon: Muon for the blocks' weight matrices, AdamW for the rest "
+                        "(default: as --arch says: " + ", ".join(f"{a} {r['optimizer']}" for a, r in RECIPES.items()) + ")")
+    g.add_argument("--muon-lr", type=float, default=d.muon_lr, help=f"Muon's peak LR (default {d.muon_lr})")
     g.add_argument("--muon-momentum", type=float, default=d.muon_momentum, help=f"default {d.muon_momentum}")
     g.add_argument("--schedule", default=d.schedule,
                    help="LR after warmup: cosine (default) down to lr * min-lr-ratio, or wsd: hold the peak, then "

@@ -26,6 +26,7 @@ OPTIONS = {
     "untied": dict(tie_head=False),
     "zero_init": dict(zero_init=True),
     "modern": ARCHS["modern"],
+    "tuned": ARCHS["tuned"],
     "modern+swiglu, no bias": dict(ARCHS["modern"], mlp="swiglu", bias=False),
 }
 QUIET = dict(log=lambda *a: None, progress=False)
@@ -177,11 +178,12 @@ def test_cli_arch_and_option_flags(corpus_file, tmp_path):
     assert proc.returncode == 2 and "argument --pos: invalid choice: 'absolute'" in proc.stderr.decode()
 
 
-def test_onnx_parity_for_the_modern_model(prepared, tmp_path):
+@pytest.mark.parametrize("arch", ["modern", "tuned"])
+def test_onnx_parity_for_the_rotary_archs(arch, prepared, tmp_path):
     pytest.importorskip("onnxruntime")
     from mini_llm.export import OnnxRunner, check_parity, export_checkpoint
 
-    train(tiny_config(arch="modern", max_steps=6, eval_interval=6), prepared=prepared, out=tmp_path / "run", **QUIET)
+    train(tiny_config(arch=arch, max_steps=6, eval_interval=6), prepared=prepared, out=tmp_path / "run", **QUIET)
     folder = export_checkpoint(tmp_path / "run", tmp_path / "onnx", log=lambda *a: None)
     model, tok, _ = load_checkpoint(tmp_path / "run")
     runner = OnnxRunner(folder)
@@ -191,3 +193,44 @@ def test_onnx_parity_for_the_modern_model(prepared, tmp_path):
     greedy = Sampling(0.0, None, None, 0)
     # 50 tokens cross the 32-token window: both runners slide their caches the same way
     assert list(generate_ids(runner, prompt, 50, greedy)) == list(generate_ids(TorchRunner(model), prompt, 50, greedy))
+
+
+def test_the_default_arch_is_tuned_with_muon_and_gpt2_stays_classic_with_adamw():
+    default, classic = TrainConfig(), TrainConfig(arch="gpt2")
+    assert (default.arch, default.pos, default.mlp, default.tie_head, default.optimizer, default.lr) == \
+        ("tuned", "rope", "gelu", True, "muon", 3e-3)
+    assert GPTConfig(**{k: getattr(default, k) for k in ARCHS["tuned"]}).arch == "tuned"
+    assert (classic.pos, classic.norm, classic.optimizer, classic.lr) == ("learned", "layernorm", "adamw", 2e-3)
+    assert TrainConfig(lr=1e-3).lr == 1e-3
+    assert TrainConfig(arch="modern").optimizer == "muon"
+    assert TrainConfig(arch="gpt2", optimizer="muon").optimizer == "muon"  # a flag beats the arch
+    assert TrainConfig(optimizer="adamw", pos="learned").optimizer == "adamw"
+    assert GPTConfig().arch == "gpt2"  # the model's own defaults stay the classic model the notebooks build
+
+
+def test_a_run_saved_before_arch_and_optimizer_existed_resumes_as_the_classic_model(prepared, tmp_path):
+    cfg = tiny_config(max_steps=8, eval_interval=4)
+    train(cfg, prepared=prepared, out=tmp_path / "whole", **QUIET)
+    train(cfg, prepared=prepared, out=tmp_path / "old", on_step=interrupt_at(4), **QUIET)
+    for path in (tmp_path / "old").glob("*/meta.json"):  # what an older version saved: no arch, options, optimizer
+        meta = json.loads(path.read_text())
+        for name in ["arch", "optimizer", *ARCHS["gpt2"]]:
+            meta["train_config"].pop(name)
+        path.write_text(json.dumps(meta))
+    resumed = TrainConfig(max_steps=8, eval_interval=4, log_interval=5, device="cpu")  # the default arch: tuned
+    train(resumed, prepared=prepared, out=tmp_path / "old", resume=True, **QUIET)
+    a = load_checkpoint(tmp_path / "whole", which="last")[0].state_dict()
+    b = load_checkpoint(tmp_path / "old", which="last")[0].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # same model, same AdamW: the same weights
+
+
+def test_cli_trains_the_tuned_arch_by_default_and_the_classic_one_on_request(corpus_file, tmp_path):
+    small = ["--data", corpus_file, "--vocab-size", "300", "--n-embd", "32", "--n-layer", "1", "--block-size", "16",
+             "--max-steps", "2", "--no-progress"]
+    for flags, arch, optimizer in (([], "tuned", "muon"), (["--arch", "gpt2"], "gpt2", "adamw")):
+        proc = run_cli("train", *small, "--out", tmp_path / arch, *flags)
+        assert proc.returncode == 0, proc.stderr.decode()
+        assert f"arch {arch} | optimizer {optimizer}" in proc.stdout.decode()
+        meta = json.loads((tmp_path / arch / "last" / "meta.json").read_text())
+        assert (meta["train_config"]["arch"], meta["train_config"]["optimizer"]) == (arch, optimizer)
+        assert GPTConfig(**meta["model_config"]).arch == arch

@@ -244,7 +244,9 @@ def test_the_flags_set_the_fields():
     assert (cfg.optimizer, cfg.muon_lr, cfg.muon_momentum, cfg.schedule, cfg.decay_fraction) == \
         ("muon", 0.05, 0.9, "wsd", 0.3)
     defaults = config_from_args(p.parse_args([]))
-    assert (defaults.optimizer, defaults.schedule) == ("adamw", "cosine")
+    assert (defaults.arch, defaults.optimizer, defaults.lr, defaults.schedule) == ("tuned", "muon", 3e-3, "cosine")
+    classic = config_from_args(p.parse_args(["--arch", "gpt2"]))  # no flag's default may pin the arch's choices
+    assert (classic.optimizer, classic.lr, classic.pos) == ("adamw", 2e-3, "learned")
 
 
 @pytest.mark.parametrize("field,value,message", [
