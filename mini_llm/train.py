@@ -71,7 +71,7 @@ class TrainConfig:
     batching: str = "random"  # "random": random offsets (nanoGPT); "sliding": the seed's windows, by epoch
     stride: int = 1  # sliding windows: distance between window starts
     # optimisation
-    batch_size: int = 16  # with lr 2e-3 and 50 warmup steps: the best short-run recipe measured (BENCHMARKS.md)
+    batch_size: int = 16  # with 50 warmup steps: the best short-run recipe measured (BENCHMARKS.md; lr: RECIPES)
     grad_accum: int = 1
     lr: float | None = None  # None: as `arch` says (RECIPES)
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
