@@ -1,7 +1,29 @@
 """mini_llm: a GPT-style language model built from scratch, for the notebook course.
 
-One module per idea: corpus, tokenizer (and bpe from scratch), data, attention, model, train,
-checkpoint, generate, chat, export, plus plots, widgets and exercises for the notebooks.
+The core, one module per idea, in the order the course builds them:
+
+    corpus.py       the text: the offline Shakespeare default, TinyShakespeare, or your files
+    tokenizer.py    byte-level BPE (HuggingFace tokenizers); bpe.py: the same from scratch
+    data.py         token arrays cached on disk, sliding windows, random-offset batches
+    attention.py    self-attention written out, heads, rotary positions
+    model.py        MiniGPT: config, blocks, KV cache, the modern options
+    schedule.py     the learning-rate schedule; muon.py: the Muon optimizer; optim.py: both, set up
+    checkpoint.py   safetensors weights + JSON metadata, written atomically
+    generate.py     sampling and the generation loop; chat.py: a conversation as a play
+    export.py       ONNX export and onnxruntime
+    plots.py        pictures for notebooks and runs
+    device.py, paths.py, files.py, errors.py   the device and seeds, where files go, atomic writes,
+                                               the one-line errors users see
+
+and the rooms built on it (imports flow one way: core <- train <- course, bench <- cli):
+
+    train/     TrainConfig and train(): the loop, resume, fine-tuning, data-parallel
+    course/    what the notebooks show and grade: reference runs, widgets, checks, exercises, grading
+    bench/     `mini-llm bench`: speed and quality benchmarks
+    cli/       `mini-llm`: the command line, a thin layer over the functions above
+
+checks.py and widgets.py at the top only hand on course/checks and course/widgets, for student
+copies of the notebooks made before the package had rooms.
 """
 
 import os

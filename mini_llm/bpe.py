@@ -71,7 +71,7 @@ class BPE:
         for new_id in range(256, vocab_size - 1):  # the last id is <|endoftext|>
             pair = self._pop_best(heap, stats)
             if pair is None or stats[pair] < min_frequency:
-                break  # nothing frequent enough left: a smaller vocabulary than asked (trap 4)
+                break  # nothing frequent enough left: a smaller vocabulary than asked (trap 4 in docs/TRAPS.md)
             self.merges[pair] = new_id
             self.vocab[new_id] = self.vocab[pair[0]] + self.vocab[pair[1]]
             changed = set()

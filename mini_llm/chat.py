@@ -1,4 +1,4 @@
-"""Chat with a trained MiniGPT on the command line.
+"""A conversation with a trained MiniGPT: turns in, a prompt that fits the context, replies out.
 
 The conversation is written the way the model was trained. For the default Shakespeare corpus
 that is a play: each turn is a speaker's name and a colon on its own line, the speech under
@@ -14,19 +14,15 @@ Speaker names are flags (--user-name, --bot-name); the defaults, HORATIO asking 
 answering, are speakers the default corpus knows (a name the model never saw, like YOU, is
 just three odd tokens to it). A reply ends at the blank line after the speech or at the next
 line naming the user. The conversation is encoded as one text, exactly as a play in the corpus
-was, so turn boundaries get the tokens the model learned. The history is kept inside the context window: the oldest
-turns are dropped first. Commands: /reset clears the history; exit, quit, Ctrl-D or Ctrl-C end.
-
-    mini-llm chat --prompt "What is AI?"     # one answer, then exit
-    mini-llm chat                            # interactive
+was, so turn boundaries get the tokens the model learned. The history is kept inside the context
+window: the oldest turns are dropped first. `mini-llm chat` (mini_llm/cli/generate.py) and the
+notebooks' chat panel talk through `Chat`.
 """
 
-import argparse
 import sys
 
-from mini_llm.backends import add_model_arguments, load_runner
 from mini_llm.errors import UserError
-from mini_llm.generate import Sampling, add_sampling_arguments, check_prompt, stream
+from mini_llm.generate import Sampling, stream
 
 USER, BOT = "HORATIO", "HAMLET"  # two speakers of one play, both frequent in the default corpus
 
@@ -88,84 +84,3 @@ class Chat:
             pieces.append(piece)
             yield piece
         self.turns += [(self.user, message), (self.bot, "".join(pieces).strip() or "...")]
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_model_arguments(p)
-    p.add_argument("--prompt", help="answer this one message and exit (no --prompt: interactive)")
-    p.add_argument("--user-name", default=USER, help=f"your speaker name (default {USER})")
-    p.add_argument("--bot-name", default=BOT, help=f"the model's speaker name (default {BOT})")
-    add_sampling_arguments(p, max_new_tokens=120)
-
-
-def _read_line(prompt: str) -> str | None:
-    """One line of input, None at EOF; bytes that are not UTF-8 raise UserError."""
-    sys.stdout.write(prompt)
-    sys.stdout.flush()
-    raw = sys.stdin.buffer.readline()
-    if not raw:
-        return None
-    try:
-        return raw.decode("utf-8").rstrip("\r\n")
-    except UnicodeDecodeError as e:
-        raise UserError(f"input is not UTF-8 text (invalid byte at offset {e.start}); type plain text") from None
-
-
-def run(args) -> int:
-    if args.prompt is not None:
-        check_prompt(args.prompt)
-        if not args.prompt.strip():
-            raise UserError("empty prompt: give some text with --prompt")
-    runner, tokenizer, what = load_runner(args)
-    chat = Chat(runner, tokenizer, args.user_name, args.bot_name,
-                Sampling(args.temperature, args.top_k, args.top_p, args.seed), args.max_new_tokens)
-    if args.prompt is not None:
-        for piece in chat.reply(args.prompt):
-            sys.stdout.write(piece)
-            sys.stdout.flush()
-        print()
-        return 0
-    print(f"[{what}] chatting as {chat.user} with {chat.bot}. /reset clears the history; exit, quit or Ctrl-D ends.")
-    while True:
-        try:
-            line = _read_line(f"{chat.user}> ")
-        except KeyboardInterrupt:
-            print()
-            return 0
-        except UserError as e:
-            print(f"error: {e}", file=sys.stderr)
-            continue
-        if line is None:
-            print()
-            return 0
-        message = line.strip()
-        if message.lower() in ("exit", "quit"):
-            return 0
-        if message == "/reset":
-            chat.reset()
-            print("(history cleared)")
-            continue
-        if not message:
-            continue
-        sys.stdout.write(f"{chat.bot}> ")
-        try:
-            for piece in chat.reply(message):
-                sys.stdout.write(piece)
-                sys.stdout.flush()
-        except KeyboardInterrupt:
-            print()
-            return 0
-        print()
-
-
-def main(argv=None) -> int:
-    from mini_llm.errors import guarded
-
-    p = argparse.ArgumentParser(prog="python -m mini_llm.chat", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(p)
-    return guarded(lambda: run(p.parse_args(argv)))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

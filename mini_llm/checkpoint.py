@@ -38,7 +38,7 @@ def save_checkpoint(folder: Path, model, tokenizer, meta: dict, train_state: dic
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     raw = getattr(model, "module", model)  # unwrap DDP
-    raw = getattr(raw, "_orig_mod", raw)  # unwrap torch.compile (trap 10)
+    raw = getattr(raw, "_orig_mod", raw)  # unwrap torch.compile (trap 10 in docs/TRAPS.md)
     tied = raw.config.tie_head
     state = {k: v.detach().to("cpu").contiguous() for k, v in raw.state_dict().items() if not (tied and k == "lm_head.weight")}
     save_file(state, tmp / "model.safetensors")  # a head tied to wte is stored once

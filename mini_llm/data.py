@@ -1,5 +1,5 @@
 """Token datasets: a corpus encoded once to a cached token array, split into train and val,
-served as the seed's sliding windows or as nanoGPT-style random-offset batches.
+served as every sliding window (`TextDataset`) or as nanoGPT-style random-offset batches.
 
 Layout of a prepared dataset folder (`data/prepared/<corpus>-v<vocab>/`):
     tokenizer.json, vocab.json, merges.txt   the tokenizer trained on this corpus
@@ -18,12 +18,21 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from mini_llm.corpus import check_corpus, resolve_sources
-from mini_llm.files import atomic_write_bytes, sha256_file
 from mini_llm.errors import UserError
+from mini_llm.files import atomic_write_bytes, sha256_file
 from mini_llm.paths import data_dir, display
-from mini_llm.tokenizer import (check_vocab_size, encode_fast, load_tokenizer, save_tokenizer,
-                                tokenizer_hash, train_tokenizer_from_text)
+from mini_llm.tokenizer import (
+    MIN_FREQUENCY,
+    VOCAB_SIZE,
+    check_vocab_size,
+    encode_fast,
+    load_tokenizer,
+    save_tokenizer,
+    tokenizer_hash,
+    train_tokenizer_from_text,
+)
 
+VAL_FRACTION = 0.1  # the last tenth of the text is held out
 CACHE_VERSION = 2  # 2: pieces cut only where encoding is unchanged (caches made by 1 hold stray `ĊĊ` ids)
 
 
@@ -31,7 +40,7 @@ def token_dtype(vocab_size: int):
     return np.uint16 if vocab_size <= 1 << 16 else np.uint32
 
 
-def split_text(text: str, val_fraction: float = 0.1) -> tuple[str, str]:
+def split_text(text: str, val_fraction: float = VAL_FRACTION) -> tuple[str, str]:
     """The last `val_fraction` of the text is validation, cut at a line boundary."""
     if not 0.0 < val_fraction < 1.0:
         raise UserError(f"val fraction {val_fraction} out of range: use a number between 0 and 1, e.g. 0.1")
@@ -113,7 +122,8 @@ def load_tokens(folder: Path, tokenizer) -> tuple[np.ndarray, np.ndarray, dict]:
     return arrays[0], arrays[1], meta
 
 
-def prepare_dataset(sources, vocab_size: int = 8000, min_frequency: int = 2, val_fraction: float = 0.1,
+def prepare_dataset(sources, vocab_size: int = VOCAB_SIZE, min_frequency: int = MIN_FREQUENCY,
+                    val_fraction: float = VAL_FRACTION,
                     folder: Path | None = None, log=print, tokenizer=None) -> Prepared:
     """Train (or reuse) the tokenizer for `sources` and encode train/val token arrays (or reuse them).
 
@@ -169,9 +179,9 @@ def prepare_dataset(sources, vocab_size: int = 8000, min_frequency: int = 2, val
 
 
 class TextDataset(Dataset):
-    """The seed's sliding windows: item i is x = ids[s:s+T], y = ids[s+1:s+T+1] with s = i*stride.
+    """Sliding windows: item i is x = ids[s:s+T], y = ids[s+1:s+T+1] with s = i*stride.
 
-    stride 1 gives every offset (the seed's dataset); stride T gives non-overlapping windows.
+    stride 1 gives a window at every offset; stride T gives non-overlapping windows.
     """
 
     def __init__(self, ids, block_size: int, stride: int = 1):
@@ -189,6 +199,10 @@ class TextDataset(Dataset):
         s = i * self.stride
         chunk = self.ids[s : s + self.block_size + 1]
         return chunk[:-1], chunk[1:]  # (T,), (T,)
+
+    def batch(self, indices: torch.Tensor):
+        """Items `indices` (B,) stacked, in one indexing step: x, y of shape (B, T)."""
+        return windows_at(self.ids, indices * self.stride, self.block_size)
 
 
 def make_loader(ids, block_size: int, batch_size: int, stride: int = 1, shuffle: bool = True,

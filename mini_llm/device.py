@@ -38,6 +38,13 @@ def get_device(name: str | None = None) -> torch.device:
     return device
 
 
+def set_threads(n: int) -> None:
+    """Use n CPU threads for torch's operations."""
+    if n < 1:
+        raise UserError(f"--threads must be at least 1 (got {n})")
+    torch.set_num_threads(n)
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (all devices) so a run can be repeated."""
     random.seed(seed)

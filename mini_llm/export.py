@@ -6,16 +6,14 @@ An export folder holds:
     tokenizer.json                    the checkpoint's tokenizer
     manifest.json                     model config, vocab and block size, opset, hashes of the sources
 
-Both graphs have dynamic batch and sequence axes, bounded by block_size (trap 8). The exported
+Both graphs have dynamic batch and sequence axes, bounded by block_size (trap 8 in docs/TRAPS.md). The exported
 graph has no Python checks left in it, so `OnnxRunner` crops to block_size itself.
 """
 
-import argparse
 import contextlib
 import json
 import logging
 import shutil
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -273,23 +271,3 @@ def check_parity(model, runner: OnnxRunner) -> dict:
     prompt_len = min(5, model.config.block_size - 1)
     return {"prefill": max_abs_diff(model, runner, sorted({1, min(7, model.config.block_size), model.config.block_size})),
             "decode": decode_abs_diff(model, runner, prompt_len)}
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("path", nargs="?", help="checkpoint or run folder (same as --checkpoint)")
-    p.add_argument("--checkpoint", help="checkpoint or run folder (default: the best checkpoint of the newest run)")
-    p.add_argument("--out", default="exports/model", help="export folder (default exports/model)")
-    p.add_argument("--no-verify", action="store_true", help="skip the parity check after exporting")
-
-
-def run(args) -> int:
-    export_checkpoint(args.path or args.checkpoint, args.out, verify=not args.no_verify)
-    return 0
-
-
-if __name__ == "__main__":
-    from mini_llm.errors import guarded
-
-    p = argparse.ArgumentParser(prog="python -m mini_llm.export")
-    add_arguments(p)
-    sys.exit(guarded(lambda: run(p.parse_args())))

@@ -4,7 +4,7 @@ Sampling (`sample_logits`): temperature 0 is argmax (no division by zero); tempe
 divides the logits (T < 1 sharpens, T > 1 flattens); top-k keeps the k most likely tokens
 (clamped to the vocabulary); top-p keeps the smallest set of tokens whose probability adds up
 to p (always at least one). Sampling runs on the CPU with a seeded `torch.Generator`, so the
-same seed gives the same text on every device (and MPS's multinomial is avoided, trap 9).
+same seed gives the same text on every device (and MPS's multinomial is avoided: trap 9 in docs/TRAPS.md).
 
 Long contexts (trap 7): positions are learned only up to block_size. `mode="cached"` prefills
 the prompt's last block_size tokens, then decodes one token per step from the KV cache; when
@@ -13,7 +13,6 @@ cheap. `mode="exact"` recomputes the last block_size tokens every step (slow, fo
 Both give the same tokens while everything fits in one window.
 """
 
-import argparse
 import copy
 from dataclasses import dataclass
 
@@ -23,7 +22,6 @@ import torch.nn as nn
 from mini_llm.errors import UserError
 from mini_llm.model import KVCache
 from mini_llm.tokenizer import EOT
-
 
 # The one set of sampling defaults: the library, the CLI and the widgets all start from these.
 TEMPERATURE, TOP_K, TOP_P = 0.8, 40, None
@@ -146,7 +144,7 @@ class TorchRunner:
 
     @torch.inference_mode()
     def slide(self, n: int = 1) -> None:
-        self.cache.past = self.model.slide(self.cache.past, n)
+        self.model.slide(self.cache, n)
 
     @torch.inference_mode()
     def full(self, ids: list[int]):
@@ -262,20 +260,6 @@ def generate(model_or_runner, tokenizer, prompt, max_new_tokens: int = 200, temp
     """The generated continuation of `prompt`, as one string."""
     runner = model_or_runner if hasattr(model_or_runner, "start") else TorchRunner(model_or_runner)
     return "".join(stream(runner, tokenizer, prompt, max_new_tokens, Sampling(temperature, top_k, top_p, seed), stop, mode))
-
-
-# ---------------------------------------------------------------------------------------------
-# Command line
-
-
-def add_sampling_arguments(p: argparse.ArgumentParser, max_new_tokens: int = 200) -> None:
-    g = p.add_argument_group("sampling")
-    g.add_argument("--max-new-tokens", type=int, default=max_new_tokens, help=f"default {max_new_tokens}")
-    g.add_argument("--temperature", type=float, default=TEMPERATURE,
-                   help=f"0 = greedy; <1 sharper, >1 wilder (default {TEMPERATURE})")
-    g.add_argument("--top-k", type=int, default=TOP_K, help=f"sample from the k most likely tokens (default {TOP_K})")
-    g.add_argument("--top-p", type=float, default=TOP_P, help="nucleus: smallest set of tokens with probability >= p")
-    g.add_argument("--seed", type=int, default=None, help="same seed, same text (default: random)")
 
 
 def check_prompt(prompt: str) -> str:

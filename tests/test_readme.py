@@ -37,3 +37,21 @@ def test_every_documented_subcommand_exists():
     what = next(a for a in bench._actions if a.dest == "what")
     for name in re.findall(r"mini-llm bench (\w+)", text):
         assert name in what.choices, name
+
+
+def test_the_import_cheat_sheet_runs():
+    text = (REPO / "README.md").read_text()
+    sheet = text[text.index("Import cheat-sheet"):]
+    block = re.search(r"```python\n(.*?)```", sheet, re.S).group(1)
+    lines = [line.split("#")[0].strip() for line in block.splitlines() if line.strip()]
+    assert len(lines) >= 10 and all(line.startswith("from mini_llm") for line in lines)
+    exec("\n".join(lines), {})
+
+
+def test_the_layout_section_names_what_exists():
+    text = (REPO / "README.md").read_text()
+    layout = text[text.index("## Layout"):text.index("## Benchmarks")]
+    for folder in re.findall(r"^(mini_llm/\w+/|[a-z]+/)\s", layout, re.M):
+        assert (REPO / folder).is_dir() or folder in ("data/", "runs/"), folder
+    for name in ("train", "course", "bench", "cli"):
+        assert f"mini_llm/{name}/" in layout

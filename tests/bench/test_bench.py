@@ -1,0 +1,74 @@
+"""The benchmarks' own logic (their numbers are the record in BENCHMARKS.md, never asserted)."""
+
+import pytest
+import torch
+
+from mini_llm.bench.quality import bench_quality, variant_config
+from mini_llm.bench.reference import ReferenceGPT, reference_optimizer
+from mini_llm.bench.speed import _train_step_fn
+from mini_llm.cli import build_parser
+from mini_llm.cli.train import config_from_args
+from mini_llm.errors import UserError
+from mini_llm.model import GPTConfig, MiniGPT
+from tests.conftest import one_error_line, run_cli
+
+
+def test_reference_model_is_the_same_size_and_trains():
+    cfg = GPTConfig(vocab_size=97, block_size=16, n_embd=32, n_head=4, n_layer=2)
+    ref = ReferenceGPT(cfg)
+    assert sum(p.numel() for p in ref.parameters()) == MiniGPT(cfg).num_params() == cfg.num_params()
+    x = torch.randint(0, 97, (4, 16), generator=torch.Generator().manual_seed(0))
+    step = _train_step_fn(ref, reference_optimizer(ref, torch.device("cpu")), x, x)
+    before = ref(x, x)[1].item()
+    for _ in range(5):
+        step()
+    assert ref(x, x)[1].item() < before
+
+
+def _quality_args(*argv):
+    return build_parser().parse_args(["bench", "quality", *argv])
+
+
+def test_quality_variants_seeds_and_settings(tmp_path, capsys):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("".join(f"LINE {i % 37}: the cat sat on mat number {i % 11}.\n" for i in range(3000)))
+    args = _quality_args("--vocab-size", "300", "--n-embd", "32", "--n-layer", "1", "--block-size", "16",
+                         "--batch-size", "4", "--max-steps", "3", "--weight-decay", "0", "--zero-init")
+    base = config_from_args(args)
+    cfg = variant_config(base, "+rope", 2)
+    assert (cfg.arch, cfg.pos, cfg.zero_init, cfg.weight_decay, cfg.max_steps, cfg.seed) == ("gpt2", "rope", True, 0.0, 3, 2)
+    assert cfg.optimizer == "adamw" and cfg.lr == 2e-3  # the classic recipe: the base left them to its arch
+    default = variant_config(base, "default", 1)
+    assert (default.arch, default.optimizer, default.pos) == ("tuned", "muon", "rope")  # what `mini-llm train` trains
+    assert base.eval_interval == 10**9 and base.time_budget is None  # one final eval; --max-steps alone: no time limit
+    rows = bench_quality(base, ["gpt2", "+rope"], [1, 2], corpus, progress=False)
+    out = capsys.readouterr().out
+    assert out.count("steps,") == 4 and "| +rope " in out and "vs gpt2" in out
+    assert [r["variant"] for r in rows] == ["gpt2", "+rope"] and rows[0]["vs gpt2"] == "+0.000"
+    with pytest.raises(UserError, match="unknown variant"):
+        variant_config(base, "+magic", 1)
+
+
+def test_quality_without_a_budget_trains_170_seconds_and_needs_the_corpus(tmp_path):
+    args = _quality_args()
+    assert args.time_budget is None and args.variants == ["default"]
+    proc = run_cli("bench", "quality", "--data", tmp_path / "missing.txt")
+    assert "missing.txt not found" in one_error_line(proc)
+
+
+def test_quality_reads_the_corpus_where_prepare_puts_it(home, monkeypatch):
+    """The default corpus of `bench quality` is data/tinyshakespeare.txt, the file that
+    `mini-llm prepare --source tinyshakespeare` writes; nothing in the package points outside the checkout."""
+    from mini_llm.bench.common import tinyshakespeare
+    from mini_llm.corpus import prepare_corpus
+    from tests.conftest import REPO
+
+    served = []
+    monkeypatch.setattr("mini_llm.corpus.download", lambda url, out, sha256: served.append(out))
+    try:
+        prepare_corpus("tinyshakespeare")
+    except UserError:
+        pass  # nothing was downloaded: only where it would go matters here
+    assert served == [tinyshakespeare()] and tinyshakespeare() == home / "data" / "tinyshakespeare.txt"
+    for path in (REPO / "mini_llm").rglob("*.py"):
+        assert "shared/data" not in path.read_text() and "../shared" not in path.read_text(), path

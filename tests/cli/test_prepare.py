@@ -1,0 +1,29 @@
+"""`mini-llm prepare`: what it reports and what it refuses."""
+
+import pytest
+
+from tests.conftest import one_error_line, run_cli
+
+
+def test_cli_prepare_reports_what_it_wrote(corpus_file):
+    proc = run_cli("prepare", "--source", corpus_file, "--vocab-size", "300")
+    out = proc.stdout.decode()
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert "bytes" in out and "characters" in out and "lines" in out
+    assert "vocab 300" in out and "characters/token" in out and "total:" in out
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("missing.txt", None, "no such file or folder"),
+    ("empty.txt", b"", "the file is empty"),
+    ("latin1.txt", "caf\xe9 ".encode("latin-1") * 800, "byte offset 3"),
+    ("short.txt", b"Hello there.\n", "corpus too short"),
+])
+def test_cli_prepare_bad_input(tmp_path, name, content, message):
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+    before = path.read_bytes() if path.exists() else None
+    line = one_error_line(run_cli("prepare", "--source", path))
+    assert message in line
+    assert (path.read_bytes() if path.exists() else None) == before  # never modified
