@@ -2,7 +2,6 @@
 generation, benchmarks and notebooks."""
 
 import random
-import statistics
 import time
 
 import numpy as np
@@ -68,13 +67,14 @@ def cpu_bf16_flags(cpuinfo: str = "/proc/cpuinfo") -> list[str] | None:
 
 def bf16_matmul_speedup(shape: tuple[int, int, int] = (2048, 256, 1024), repeat: int = 5) -> float:
     """How many times faster a bf16 matmul (m, k) @ (k, n) runs than the same in fp32 on this CPU
-    (the default shape is one of the model's: 1024 rows of a 256-wide layer into 1024 outputs).
+    (the default shape is one of the model's: a batch of 16 x 128 positions, 256 wide, into the
+    MLP's 1024).
 
-    Above 1 where the CPU has bf16 instructions (AVX512-BF16, AMX; about 4-5x on the reference
-    EPYC); far below 1 where bf16 is emulated (trap 13 in docs/TRAPS.md). Medians of `repeat`
-    timings taken in turn, so that load hits both alike, after one warm-up each; a bf16 product
-    8x slower than fp32's ends the probe at once. Its own random generator: the global RNGs, and
-    so a seeded run, are untouched."""
+    Above 1 where the CPU has bf16 instructions (AVX512-BF16, AMX; 3-6x on the reference EPYC);
+    far below 1 where bf16 is emulated (trap 13 in docs/TRAPS.md). The fastest of `repeat` timings
+    of each, taken in turn after one warm-up each (the fastest: what the machine can do, less the
+    load of whatever else runs); a bf16 product 8x slower than fp32's ends the probe at once. Its
+    own random generator: the global RNGs, and so a seeded run, are untouched."""
     m, k, n = shape
     gen = torch.Generator().manual_seed(0)
     a, b = torch.randn(m, k, generator=gen), torch.randn(k, n, generator=gen)

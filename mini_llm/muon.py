@@ -44,7 +44,7 @@ def newton_schulz(G: torch.Tensor, steps: int = 5, dtype: torch.dtype | None = N
     orthogonalised on its own, by batched matmuls. Computed in `dtype` (None: bf16 on CUDA, where
     it is fast, fp32 elsewhere) and returned in it."""
     if G.ndim not in (2, 3):
-        raise ValueError(f"newton_schulz orthogonalises a matrix or a stack of them, got a tensor of shape {tuple(G.shape)}")
+        raise ValueError(f"newton_schulz orthogonalises a matrix or a stack of them, not a {tuple(G.shape)} tensor")
     if dtype is None:
         dtype = torch.bfloat16 if G.is_cuda else torch.float32
     a, b, c = NS_COEFFICIENTS
@@ -52,7 +52,7 @@ def newton_schulz(G: torch.Tensor, steps: int = 5, dtype: torch.dtype | None = N
     tall = G.size(-2) > G.size(-1)
     if tall:
         X = X.mT  # work on the wide side: A = X X^T is then the smaller square
-    X = X / (X.norm(dim=(-2, -1), keepdim=True) + 1e-7)  # the Frobenius norm bounds the largest singular value: all <= 1
+    X = X / (X.norm(dim=(-2, -1), keepdim=True) + 1e-7)  # each Frobenius norm bounds its largest singular value
     for _ in range(steps):
         A = X @ X.mT
         B = b * A + c * A @ A

@@ -108,7 +108,8 @@ STEP_VARIANTS = {
     # together
     "ours gpt2 bf16 + chunked head": (dict(arch="gpt2", precision="bf16", head_chunk=HEAD_CHUNK), False),
     "ours tuned bf16 + batched": (dict(precision="bf16", muon_batched=True), False),
-    "ours tuned bf16 + batched + chunked head": (dict(precision="bf16", muon_batched=True, head_chunk=HEAD_CHUNK), False),
+    "ours tuned bf16 + batched + chunked head": (dict(precision="bf16", muon_batched=True, head_chunk=HEAD_CHUNK),
+                                                 False),
     "ours tuned bf16 + batched + chunked head + ns 3": (dict(precision="bf16", muon_batched=True, head_chunk=HEAD_CHUNK,
                                                              muon_ns_steps=3), False),
     "ours tuned bf16 + compile": (dict(precision="bf16"), True),

@@ -104,7 +104,8 @@ class TrainConfig(GPTConfig):
         return GPTConfig(**dict({name: getattr(self, name) for name in MODEL_FIELDS}, vocab_size=vocab_size))
 
     def _check_training(self) -> None:
-        positive = ["batch_size", "grad_accum", "eval_interval", "eval_windows", "log_interval", "stride", "muon_ns_steps"]
+        positive = ["batch_size", "grad_accum", "eval_interval", "eval_windows", "log_interval", "stride",
+                    "muon_ns_steps"]
         if self.final_eval_windows is not None:
             positive.append("final_eval_windows")
         for name in positive:
@@ -138,7 +139,8 @@ class TrainConfig(GPTConfig):
             if getattr(self, name) not in PRECISIONS:
                 raise UserError(f"--{name.replace('_', '-')} must be auto, fp32 or bf16 (got {getattr(self, name)!r})")
         if self.head_chunk < 0:
-            raise UserError(f"--head-chunk must be 0 (the whole head at once) or a number of rows (got {self.head_chunk})")
+            raise UserError(f"--head-chunk must be 0 (the whole head at once) or a number of rows "
+                            f"(got {self.head_chunk})")
         if self.batching not in ("random", "sliding"):
             raise UserError(f"--batching must be 'random' or 'sliding' (got {self.batching!r})")
         if self.min_frequency < 1:

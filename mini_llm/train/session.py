@@ -82,8 +82,8 @@ class Session:
     world: int = 1
     meta_extra: dict = field(default_factory=dict)  # e.g. init_from, data hashes, the precision that ran
     shown: dict = field(default_factory=dict)  # what the progress bar shows after the bar
-    precision: str = "fp32"  # what the training step runs in: cfg.precision decided on this machine
-    precision_reason: str = ""
+    precision: str = "fp32"  # what the training step runs in: cfg.precision decided on this machine ...
+    precision_reason: str = ""  # ... and why (the header line says both)
 
     @property
     def tokens_per_step(self) -> int:
@@ -222,7 +222,7 @@ def training_device(cfg: TrainConfig, world: int, local_rank: int) -> torch.devi
     return device
 
 
-BF16_MIN_SPEEDUP = 2.0  # auto trains in bf16 on a CPU that says nothing of itself if its bf16 matmuls are this much faster
+BF16_MIN_SPEEDUP = 2.0  # auto on a CPU that does not report its flags: bf16 if its matmuls are this much faster
 
 
 def training_precision(choice: str, device: torch.device) -> tuple[str, str]:

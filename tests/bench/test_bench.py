@@ -46,7 +46,8 @@ def test_every_quality_variant_is_a_valid_change_of_the_default_recipe():
     for name in VARIANTS:
         variant_config(base, name, 1)
     fast = variant_config(base, "bf16+batched+chunked+ns3", 1)
-    assert (fast.arch, fast.precision, fast.muon_batched, fast.head_chunk, fast.muon_ns_steps) == ("tuned", "bf16", True, 512, 3)
+    assert (fast.arch, fast.precision, fast.muon_batched, fast.head_chunk, fast.muon_ns_steps) == \
+        ("tuned", "bf16", True, 512, 3)
     assert variant_config(base, "fp32", 1).muon_ns_dtype == "auto"  # the old default: Muon's iteration in fp32 too
 
 
