@@ -25,10 +25,11 @@ CUDA, fp32 everywhere else; `optim.py` picks bf16 where the training step runs i
 implementation on every device, so a run started on a GPU resumes on a CPU. AdamW is torch's own.
 
 Its cost: five iterations on each of the blocks' matrices, each a few small matmuls, are about a
-quarter of a training step on a CPU. Three options trade that down (BENCHMARKS.md measures them):
-fewer iterations (`ns_steps`), bf16 iterations (`ns_dtype`), and `batched=True`, which stacks the
-matrices of the same shape (the same projection in every block) and runs one batched iteration
-on the stack: fewer, larger matmuls, the same result up to float rounding.
+quarter of a training step on a CPU. Three options trade that down (`mini-llm bench step` and
+`bench quality` have a variant for each): fewer iterations (`ns_steps`), bf16 iterations
+(`ns_dtype`), and `batched=True`, which stacks the matrices of the same shape (the same
+projection in every block) and runs one batched iteration on the stack: fewer, larger matmuls,
+the same result up to float rounding.
 """
 
 import math
