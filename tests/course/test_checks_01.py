@@ -30,6 +30,16 @@ def pair_counts(ids):
     return counts
 
 
+def merge_by_slices(ids, pair, new_id):  # another correct form: scanned with slices
+    out, rest = [], list(ids)
+    while rest:
+        if rest[:2] == list(pair):
+            out, rest = out + [new_id], rest[2:]
+        else:
+            out, rest = out + rest[:1], rest[1:]
+    return out
+
+
 def merge_in_place(ids, pair, new_id):  # mutates its input: still a right answer
     i = 0
     while i < len(ids) - 1:
@@ -171,7 +181,7 @@ CASES = {
                            [lambda ids: {p: 1 for p in zip(ids, ids[1:])},
                             lambda ids: pair_counts(ids[:-1])],
                            lambda ids: ids),
-    ex.check_merge: ([bpe_merge, merge_in_place, lambda *a: torch.tensor(bpe_merge(*a), dtype=torch.long)],
+    ex.check_merge: ([merge_by_slices, merge_in_place, lambda *a: torch.tensor(bpe_merge(*a), dtype=torch.long)],
                      [lambda ids, pair, new: [new if t == pair[0] else t for t in ids],
                       lambda ids, pair, new: bpe_merge(ids, pair, new)[:-1] if ids else [1]],
                      lambda ids, pair, new: ids),

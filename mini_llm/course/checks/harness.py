@@ -162,6 +162,9 @@ def step(name: str, yours, package, result: Result) -> Result:
     """A step's proof: `result` (the cases run on `yours`, the learner's piece called `name`)
     decides what the rest of the notebook uses, yours if it passed, else `package`'s, and the
     message ends with one line that says which."""
+    if yours is package:  # the proof run again after it handed the package's piece on (or the piece imported)
+        return Result(False, f"this {name} is mini_llm's, not yours: run the cell where you write {name} again, "
+                             "then this proof.", piece=package, yours=yours)
     if result.passed:
         return Result(True, f"{result.message} The rest of this notebook uses yours.", piece=yours, yours=yours)
     if not result.written:
