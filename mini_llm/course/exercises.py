@@ -104,7 +104,7 @@ def check_cell_source(check: str, function: str, step: bool = False) -> str:
 
 
 def exercises_in(nb) -> list[Exercise]:
-    """Every exercise of a notebook, found from the cell sources (metadata is not needed)."""
+    """Every step and exercise of a notebook, found from the cell sources (metadata is not needed)."""
     cells = nb.cells
     solutions = [i for i, c in enumerate(cells) if c.cell_type == "code" and BEGIN in c.source]
     found, used = [], set()
