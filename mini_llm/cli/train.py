@@ -87,7 +87,8 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", nargs="+", help="corpus: a file, several files or a folder of .txt "
-                   "(default: data/your_data.txt if present, else the Shakespeare corpus)")
+                   "(default: data/your_data.txt if present, else the Shakespeare corpus); with --chat: JSONL files of "
+                   "conversations (default: data/chat.jsonl, the chatterbot-corpus set, built if missing)")
     p.add_argument("--out", help="run folder (default: runs/<date-time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint "
                    "(same text, same tokenizer; a longer budget decays the LR on from where it stands)")
@@ -95,6 +96,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="fine-tune: start from this checkpoint or run folder's weights and tokenizer, with a fresh "
                         "optimizer and schedule, in a new run folder (the model and its arch's recipe come from the "
                         "checkpoint; flags you give override the recipe)")
+    p.add_argument("--chat", action="store_true",
+                   help="chat fine-tuning: train on conversations ({\"messages\": [{\"role\": \"user\", ...}, ...]} per "
+                        "line) with the loss on the assistant's replies only, from --init-from (default: the newest run); "
+                        "the model gets the chat tokens and `mini-llm chat` then uses its template")
     add_config_arguments(p)
     g = p.add_argument_group("this process")
     g.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
