@@ -51,7 +51,7 @@ def render(messages: list[dict], add_generation_prompt: bool = False) -> str:
 
 
 def encode_chat(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> list[int]:
-    """The conversation's token ids: one encoding of the rendered text (trap 12)."""
+    """The conversation's token ids: one encoding of the rendered text (trap 12 in docs/TRAPS.md)."""
     return tokenizer.encode(render(messages, add_generation_prompt)).ids
 
 
