@@ -70,8 +70,8 @@ class Chat:
         return "".join(self.format_turn(n, t) for n, t in turns) + self.format_turn(self.user, message) + f"{self.bot}:\n"
 
     def messages(self, turns, message: str) -> list[dict]:
-        """`turns` and the new message as chat messages (user and assistant in turn)."""
-        roles = ["user" if name == self.user else "assistant" for name, _ in turns]
+        """`turns` (the user's first, then the bot's, in turn) and the new message as chat messages."""
+        roles = ["user" if i % 2 == 0 else "assistant" for i in range(len(turns))]
         return [{"role": r, "content": t} for r, (_, t) in zip(roles, turns)] + [{"role": "user", "content": message}]
 
     def prompt_ids(self, message: str) -> list[int]:

@@ -167,7 +167,8 @@ def open_session(cfg: TrainConfig, data, out, resume: bool, init_from, prepared:
         state = RunState.from_meta(source_meta)
         log(f"resuming {display(source)} at step {state.step}")
     elif init_from:
-        log(f"fine-tuning {display(source)} (step {source_meta.get('step', '?')}) with its tokenizer: "
+        log(f"fine-tuning {display(source)} (step {source_meta.get('step', '?')}) with its tokenizer"
+            f"{' and the chat tokens' if cfg.chat else ''}: "
             f"a fresh optimizer and LR schedule ({cfg.optimizer}, lr {cfg.lr:g})")
     session = Session(cfg, out, data, prepared, model, model, optimizer, batches, device, state, rank, world, meta_extra)
     state.plan = state.plan.extended(state.step, state.train_seconds, total_steps(cfg, session.steps_per_epoch),
