@@ -76,7 +76,8 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--final-eval-windows", type=int, default=None, help="val windows for the final eval (default: all)")
     _add(g, "log_interval")
     _add(g, "samples", metavar="TOKENS", help="write this many tokens of generated text to samples.jsonl at step 0 "
-                                              "and at every eval (0: none)")
+                                              "and at every eval (0: none); with --chat, replies to 3 held-out "
+                                              "questions are always written, in up to this many tokens (0: 64)")
     g.add_argument("--sample-prompt", default=DEFAULT["sample_prompt"],
                    help=r"the text samples continue (default a newline; \n in it means a newline)")
     _add(g, "seed")
