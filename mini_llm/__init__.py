@@ -9,7 +9,10 @@ The core, one module per idea, in the order the course builds them:
     model.py        MiniGPT: config, blocks, KV cache, the modern options
     schedule.py     the learning-rate schedule; muon.py: the Muon optimizer; optim.py: both, set up
     checkpoint.py   safetensors weights + JSON metadata, written atomically
-    generate.py     sampling and the generation loop; chat.py: a conversation as a play
+    generate.py     sampling and the generation loop; chat.py: a conversation as a play, or in the
+                    chat template of a chat-tuned model
+    chat_format.py  that template: the chat tokens, the loss mask and masked loss of chat fine-tuning
+    conversations.py  JSONL conversations, the chatterbot-corpus default, the held-out split, packing
     export.py       ONNX export and onnxruntime
     plots.py        pictures for notebooks and runs
     device.py, paths.py, files.py, errors.py   the device and seeds, where files go, atomic writes,

@@ -38,6 +38,7 @@ class TrainConfig(GPTConfig):
     tie_head: bool | None = None
     zero_init: bool | None = None
     # data
+    chat: bool = False  # fine-tune on conversations (JSONL: mini_llm/conversations.py), the loss on the assistant's replies only
     min_frequency: int = MIN_FREQUENCY
     val_fraction: float = VAL_FRACTION
     batching: str = "random"  # "random": random offsets (nanoGPT); "sliding": every window (data.TextDataset), by epoch
@@ -66,7 +67,8 @@ class TrainConfig(GPTConfig):
     eval_windows: int = 128  # periodic evals use this many fixed val windows ...
     final_eval_windows: int | None = None  # ... and the final one this many (None: the whole val split)
     log_interval: int = 10
-    samples: int = 0  # tokens of text generated at step 0 and at every eval, into samples.jsonl (0: none)
+    samples: int = 0  # tokens of text generated at step 0 and at every eval, into samples.jsonl (0: none; a chat
+    # run always answers a few held-out questions there, in up to this many tokens each; 0: loop.CHAT_SAMPLE_TOKENS)
     sample_prompt: str = "\n"
     seed: int = 1337
     device: str = "auto"
