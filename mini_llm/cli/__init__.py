@@ -6,7 +6,8 @@
     mini-llm chat               talk to it
     mini-llm export             ONNX export for serving
     mini-llm bench WHAT         benchmarks that print a table
-    mini-llm exercises          write student copies of the notebooks
+    mini-llm workbook           write the workbook: the notebooks with every step and exercise blank
+    mini-llm exercises          the same (the old name)
     mini-llm grade SUBMISSIONS  grade submitted notebooks into grades.csv
     mini-llm stamp              write nbgrader metadata onto the course notebooks
 """
@@ -37,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     command("chat", "chat with a trained model", generate.add_chat_arguments, generate.cmd_chat, generate.CHAT_HELP)
     command("export", "export a checkpoint to ONNX", export.add_arguments, export.cmd_export)
     command("bench", "benchmarks that print a table", bench.add_arguments, bench.cmd_bench)
-    command("exercises", "write student copies of the notebooks (solutions removed)", teach.add_exercises_arguments,
+    command("workbook", "write the workbook: the notebooks with every step and exercise blank",
+            teach.add_workbook_arguments, teach.cmd_workbook)
+    command("exercises", "the old name of `workbook` (default folder student/)", teach.add_exercises_arguments,
             teach.cmd_exercises)
     command("grade", "grade a folder of submitted notebooks into grades.csv", teach.add_grade_arguments,
             teach.cmd_grade, teach.GRADE_HELP)
