@@ -2,7 +2,7 @@
 
     export_hf(CHECKPOINT, DIR)   DIR/config.json, model.safetensors, generation_config.json,
                                  tokenizer.json, tokenizer_config.json (with the chat template when the
-                                 checkpoint's meta.json has one), mini_llm.json (where it came from):
+                                 checkpoint's meta.json has one), mini-llm.json (where it came from):
                                  AutoModelForCausalLM and AutoTokenizer open it, no custom code
     import_hf(NAME_OR_DIR, RUN)  a transformers folder, or a model on the Hub (gpt2, distilgpt2, ...:
                                  downloaded once into the Hub cache), as RUN/best: a checkpoint that
@@ -47,7 +47,7 @@ ACTIVATIONS = {"gelu": "gelu_pytorch_tanh", "relu2": "relu2", "swiglu": "silu"} 
 ALSO_OURS = {"gelu_new": "gelu"}  # GPT-2's own name for the same tanh GELU (written out, not torch's kernel)
 HUB_FILES = ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "*.safetensors",
              "model.safetensors.index.json"]  # what import needs from a Hub repo; pickled weights are never fetched
-EXPORT_RECORD = "mini_llm.json"
+EXPORT_RECORD = "mini-llm.json"
 
 
 def _require_transformers():
@@ -211,14 +211,12 @@ def from_transformers(state: dict, target: Target, model) -> dict:
             if f"{mine}.{kind}" not in template:
                 continue
             keys = [f"{name}.{kind}" for name in names]
-            if all(key in state for key in keys):
-                t = torch.cat([state[key] for key in keys])
-                ours[f"{mine}.{kind}"] = _relayout(t, how, cfg.n_head, to_theirs=False).contiguous()
-                used.update(keys)
-            elif kind == "bias":
-                ours[f"{mine}.{kind}"] = torch.zeros_like(template[f"{mine}.{kind}"])
-            else:
-                raise UserError(f"{target.cls} weights without {keys[0]}: not a complete model")
+            if kind == "bias" and not all(key in state for key in keys):  # e.g. GPT-NeoX without attention biases
+                ours[f"{mine}.bias"] = torch.zeros_like(template[f"{mine}.bias"])
+                continue
+            t = torch.cat([state[key] for key in keys])
+            ours[f"{mine}.{kind}"] = _relayout(t, how, cfg.n_head, to_theirs=False).contiguous()
+            used.update(keys)
     for name, t in state.items():
         neutral = _neutral(name, t)
         if name not in used and (neutral is None or not torch.equal(t, neutral)):
@@ -328,7 +326,7 @@ def transformers_model(model, eot: int):
     hf_model.load_state_dict(to_transformers(model, target, hf_model.state_dict()), strict=True)
     sampling = dict(temperature=TEMPERATURE, top_k=TOP_K) | ({} if TOP_P is None else dict(top_p=TOP_P))
     hf_model.generation_config = transformers.GenerationConfig(
-        do_sample=True, **sampling, bos_token_id=eot, eos_token_id=eot, pad_token_id=eot, max_length=model.config.block_size)
+        do_sample=True, **sampling, bos_token_id=eot, eos_token_id=eot, pad_token_id=eot)
     return hf_model.eval()
 
 
@@ -504,10 +502,14 @@ def load_transformers_model(folder: Path):
                         "never loads: unpickling runs code; convert it with save_pretrained first)" if pickled else ""))
     try:
         with quiet_transformers():
-            hf_model = getattr(transformers, name).from_pretrained(folder, config=config, dtype=torch.float32,
-                                                                    use_safetensors=True)
+            hf_model, info = getattr(transformers, name).from_pretrained(
+                folder, config=config, dtype=torch.float32, use_safetensors=True, output_loading_info=True)
     except (OSError, ValueError, RuntimeError, SafetensorError):
         raise UserError(f"{display(folder)}: the weights do not load (corrupt, truncated, or another model's)") from None
+    lacking = sorted(info["missing_keys"]) + sorted(str(key) for key in info["mismatched_keys"])
+    if lacking:  # transformers would fill them with random numbers
+        raise UserError(f"{display(folder)}: the weights lack or misshape {lacking[0]} (and {len(lacking) - 1} more): "
+                        "an incomplete or another model's file")
     return hf_model.eval(), target
 
 

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from mini_llm.chat import Chat
 from mini_llm.checkpoint import load_checkpoint, save_checkpoint
@@ -116,7 +117,7 @@ def test_export_opens_with_auto_classes_and_imports_back(checkpoints, tmp_path, 
     assert auto(text)["input_ids"] == tokenizer.encode(text).ids
     assert auto.decode(tokenizer.encode(text).ids) == text and auto.eos_token == EOT
     config = json.loads((out / "generation_config.json").read_text())
-    assert config["eos_token_id"] == tokenizer.token_to_id(EOT) and config["max_length"] == 32
+    assert config["eos_token_id"] == tokenizer.token_to_id(EOT) and config["do_sample"] and config["top_k"] == 40
 
     run = hf.import_hf(out, tmp_path / "run", log=lines.append)
     back, back_tokenizer, meta = load_checkpoint(run)
@@ -188,6 +189,22 @@ def test_tiny_gpt2_is_a_real_gpt2_folder_made_without_the_network(tmp_path):
     assert imported.tokenizer.decode(imported.tokenizer.encode("héllo").ids) == "héllo"
 
 
+def test_gpt2_files_in_the_hubs_older_layout_import(tmp_path):
+    """The Hub's gpt2 files predate today's names: no `transformer.` prefix, no lm_head (tied), and the
+    attention masks saved as buffers. transformers maps them; the import takes the model as it is."""
+    folder = hf.tiny_gpt2(tmp_path / "tiny")
+    new = hf.load_hf(folder, log=lambda *a: None).model.state_dict()
+    weights = load_file(str(folder / "model.safetensors"))
+    old = {name.removeprefix("transformer."): t for name, t in weights.items() if name != "lm_head.weight"}
+    for i in range(2):
+        old[f"h.{i}.attn.bias"] = torch.ones(64, 64).tril().view(1, 1, 64, 64)
+        old[f"h.{i}.attn.masked_bias"] = torch.tensor(-1e4)
+    save_file(old, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    imported = hf.load_hf(folder, log=lambda *a: None)
+    assert all(torch.equal(t, new[name]) for name, t in imported.model.state_dict().items())
+    assert hf.logits_difference(imported.model, imported.transformers_model) < 1e-5
+
+
 def test_gpt2_weights_load_into_a_model_with_minigpt_names(tmp_path):
     """What a learner's GPT (MiniGPT's parameter names) loads: GPT-2's Conv1D weights transposed, the head tied."""
     folder = hf.tiny_gpt2(tmp_path / "tiny")
@@ -253,6 +270,12 @@ def test_import_refuses_incomplete_or_unsafe_folders(tmp_path):
     (tiny / "model.safetensors").write_bytes(b"\x00" * 100)
     with pytest.raises(UserError, match="the weights do not load"):
         hf.load_hf(tiny, log=lambda *a: None)
+    holed = hf.tiny_gpt2(tmp_path / "holed")
+    weights = load_file(str(holed / "model.safetensors"))
+    del weights["transformer.h.1.mlp.c_fc.weight"]
+    save_file(weights, str(holed / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(UserError, match=r"lack or misshape transformer.h.1.mlp.c_fc.weight \(and 0 more\)"):
+        hf.load_hf(holed, log=lambda *a: None)
     other = hf.tiny_gpt2(tmp_path / "other")
     (other / "tokenizer.json").unlink()
     with pytest.raises(UserError, match="no tokenizer.json"):
