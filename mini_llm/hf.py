@@ -41,7 +41,7 @@ from mini_llm.errors import UserError
 from mini_llm.paths import display, runs_dir
 
 HF_HINT = 'transformers support needs the hf extra: pip install "mini-llm[hf]" (or pip install -e ".[hf]" in a checkout)'
-PARITY_TOLERANCE = 1e-4  # fp32 agrees to ~1e-6; a wrong layout is off by far more
+PARITY_TOLERANCE = 1e-3  # as export.py's: tiny fp32 models agree to ~1e-6, a wrong layout is off by ~1
 LAYERNORM_EPS = 1e-5  # torch's nn.LayerNorm default: what norm_eps=None means for LayerNorm
 ACTIVATIONS = {"gelu": "gelu_pytorch_tanh", "relu2": "relu2", "swiglu": "silu"}  # our mlp -> transformers' name
 ALSO_OURS = {"gelu_new": "gelu"}  # GPT-2's own name for the same tanh GELU (written out, not torch's kernel)
@@ -62,21 +62,23 @@ def _require_transformers():
 def quiet_transformers():
     """transformers logs notes (unset pad token, generation flags, ...) and shows progress bars for
     reading and writing a few files that take well under a second here; keep them out of the user's
-    terminal and notebooks, and put its settings back after. (A download's progress, which is the
-    Hub's, stays.)"""
+    terminal and notebooks, and put its settings back after. (Downloads happen outside: their
+    progress shows.)"""
+    from huggingface_hub import utils as hub
     from transformers.utils import logging as hf_logging
 
-    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    level, bars, hub_bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled(), \
+        not hub.are_progress_bars_disabled()
     hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    hf_logging.disable_progress_bar()  # transformers' bars and the Hub's
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             yield
         finally:
             hf_logging.set_verbosity(level)
-            if bars:
-                hf_logging.enable_progress_bar()
+            (hf_logging.enable_progress_bar if bars else hf_logging.disable_progress_bar)()
+            (hub.enable_progress_bars if hub_bars else hub.disable_progress_bars)()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -377,24 +379,30 @@ def export_hf(checkpoint=None, out: Path | str = "exports/hf", verify: bool = Tr
     start = time.perf_counter()
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    with quiet_transformers():
-        transformers_model(model, tokenizer.token_to_id(EOT)).save_pretrained(tmp)
-    config = json.loads((tmp / "config.json").read_text())
-    (tmp / "config.json").write_text(json.dumps(config | legacy_rope_keys(target, model.config), indent=2))
-    write_tokenizer(tmp, tokenizer, model.config.block_size, meta.get("chat_template"))
-    record = {"format": "mini-llm-hf-1", "class": target.cls, "source_checkpoint": display(meta["folder"]),
-              "source_sha256": sha256_file(Path(meta["folder"]) / "model.safetensors"),
-              "tokenizer_sha256": meta["tokenizer_sha256"], "step": meta.get("step"), "model_config": model.config.to_dict()}
-    (tmp / EXPORT_RECORD).write_text(json.dumps(record, indent=2))
+    try:  # written and checked beside `out`, which is replaced only by a folder that passed
+        with quiet_transformers():
+            transformers_model(model, tokenizer.token_to_id(EOT)).save_pretrained(tmp)
+        config = json.loads((tmp / "config.json").read_text())
+        (tmp / "config.json").write_text(json.dumps(config | legacy_rope_keys(target, model.config), indent=2))
+        write_tokenizer(tmp, tokenizer, model.config.block_size, meta.get("chat_template"))
+        record = {"format": "mini-llm-hf-1", "class": target.cls, "source_checkpoint": display(meta["folder"]),
+                  "source_sha256": sha256_file(Path(meta["folder"]) / "model.safetensors"),
+                  "tokenizer_sha256": meta["tokenizer_sha256"], "step": meta.get("step"),
+                  "model_config": model.config.to_dict()}
+        (tmp / EXPORT_RECORD).write_text(json.dumps(record, indent=2))
+        log(f"exported {display(meta['folder'])} -> {display(out)} as {target.cls} in {time.perf_counter() - start:.1f} s")
+        if verify:
+            report = check_parity(model, tmp, tokenizer)
+            log(f"parity: max |transformers - ours| logits = {report['logits']:.2e}; greedy generation, "
+                f"{report['tokens']} tokens: {'the same' if report['greedy'] else 'DIFFERENT'}; tokenizer: the same ids")
+            if report["logits"] > PARITY_TOLERANCE:
+                raise UserError(f"transformers computes other logits than the model (max difference {report['logits']:.2e} "
+                                f"> {PARITY_TOLERANCE}), so {display(out)} was not written; please report this with your "
+                                "transformers version")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     _replace(tmp, out)
-    log(f"exported {display(meta['folder'])} -> {display(out)} as {target.cls} in {time.perf_counter() - start:.1f} s")
-    if verify:
-        report = check_parity(model, out, tokenizer)
-        log(f"parity: max |transformers - ours| logits = {report['logits']:.2e}; greedy generation, "
-            f"{report['tokens']} tokens: {'the same' if report['greedy'] else 'DIFFERENT'}; tokenizer: the same ids")
-        if report["logits"] > PARITY_TOLERANCE:
-            raise UserError(f"{display(out)}: transformers computes other logits than the model (max difference "
-                            f"{report['logits']:.2e} > {PARITY_TOLERANCE}); please report this with your transformers version")
     return out
 
 
@@ -403,7 +411,7 @@ def logits_difference(model, hf_model, seed: int = 0) -> float:
     over a few shapes up to the whole context."""
     g = torch.Generator().manual_seed(seed)
     T, worst = model.config.block_size, 0.0
-    for b, t in ((1, 1), (2, min(7, T)), (2, T)):
+    for b, t in ((1, 1), (2, min(7, T)), (1, T)):
         idx = torch.randint(0, model.config.vocab_size, (b, t), generator=g)
         with torch.no_grad():
             ours, theirs = model(idx)[0], hf_model(idx).logits
@@ -424,7 +432,7 @@ def greedy_both(model, hf_model, prompt: list[int], max_new_tokens: int, eot: in
 
 
 def check_parity(model, folder: Path, tokenizer) -> dict:
-    """An export folder, opened as its users will (AutoModelForCausalLM, AutoTokenizer), against the
+    """A transformers folder, opened as its users will (AutoModelForCausalLM, AutoTokenizer), against the
     model: {'logits': max difference, 'greedy': same tokens, 'tokens': how many}; a tokenizer that
     encodes differently is refused."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -436,7 +444,7 @@ def check_parity(model, folder: Path, tokenizer) -> dict:
         hf_model = AutoModelForCausalLM.from_pretrained(folder).eval()
         hf_ids = AutoTokenizer.from_pretrained(folder)(text)["input_ids"]
     if hf_ids != tokenizer.encode(text).ids:
-        raise UserError(f"{display(folder)}: AutoTokenizer encodes differently from the checkpoint's tokenizer; please report this")
+        raise UserError("AutoTokenizer encodes text differently from the checkpoint's tokenizer; please report this")
     eot, T = tokenizer.token_to_id(EOT), model.config.block_size
     prompt = tokenizer.encode("\n").ids[: T // 2] or [eot]
     ours, theirs = greedy_both(model, hf_model, prompt, min(32, T - len(prompt)), eot)

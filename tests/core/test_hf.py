@@ -308,3 +308,35 @@ def test_missing_transformers_says_what_to_install(checkpoints, tmp_path, monkey
                  lambda: hf.tiny_gpt2(tmp_path / "t")):
         with pytest.raises(UserError, match=r'pip install "mini-llm\[hf\]"'):
             call()
+
+
+def test_quiet_transformers_puts_the_settings_back():
+    from huggingface_hub import utils as hub
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_info()
+    hub.disable_progress_bars()  # the user's choice: no Hub progress bars, transformers' on
+    try:
+        with hf.quiet_transformers():
+            assert hf_logging.get_verbosity() == hf_logging.ERROR and not hf_logging.is_progress_bar_enabled()
+        assert hf_logging.get_verbosity() == hf_logging.INFO and hf_logging.is_progress_bar_enabled()
+        assert hub.are_progress_bars_disabled()
+    finally:
+        hf_logging.set_verbosity_warning()
+        hub.enable_progress_bars()
+
+
+def test_the_parity_checks_catch_a_wrong_layout(checkpoints, tmp_path, monkeypatch):
+    """Export and import compare logits with transformers: q, k, v left grouped where GPT-NeoX wants them
+    interleaved per head is refused, not written as a model that computes something else."""
+    good = hf.export_hf(checkpoints["tuned"], tmp_path / "good", log=lambda *a: None)
+    before = (good / "model.safetensors").read_bytes()
+    relayout = hf._relayout
+    monkeypatch.setattr(hf, "_relayout", lambda t, how, n_head, to_theirs: relayout(t, "", n_head, to_theirs))
+    with pytest.raises(UserError, match="transformers computes other logits than the model .* was not written"):
+        hf.export_hf(checkpoints["tuned"], good, log=lambda *a: None)
+    assert (good / "model.safetensors").read_bytes() == before  # the earlier export stays as it was
+    with pytest.raises(UserError, match="the imported model computes other logits than transformers"):
+        hf.import_hf(good, tmp_path / "run", log=lambda *a: None)
+    assert not (tmp_path / "run").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good"]  # nothing half-written left behind
