@@ -48,6 +48,7 @@ ALSO_OURS = {"gelu_new": "gelu"}  # GPT-2's own name for the same tanh GELU (wri
 HUB_FILES = ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "*.safetensors",
              "model.safetensors.index.json"]  # what import needs from a Hub repo; pickled weights are never fetched
 EXPORT_RECORD = "mini-llm.json"
+GREEDY_DIFFERS = "different (two next tokens whose logits tie to rounding can do that; the logits decide)"
 
 
 def _require_transformers():
@@ -394,7 +395,7 @@ def export_hf(checkpoint=None, out: Path | str = "exports/hf", verify: bool = Tr
         if verify:
             report = check_parity(model, tmp, tokenizer)
             log(f"parity: max |transformers - ours| logits = {report['logits']:.2e}; greedy generation, "
-                f"{report['tokens']} tokens: {'the same' if report['greedy'] else 'DIFFERENT'}; tokenizer: the same ids")
+                f"{report['tokens']} tokens: {'the same' if report['greedy'] else GREEDY_DIFFERS}; tokenizer: the same ids")
             if report["logits"] > PARITY_TOLERANCE:
                 raise UserError(f"transformers computes other logits than the model (max difference {report['logits']:.2e} "
                                 f"> {PARITY_TOLERANCE}), so {display(out)} was not written; please report this with your "
