@@ -241,7 +241,8 @@ def norm_eps(config) -> float:
 
 
 def transformers_config(target: Target, config, eot: int) -> dict:
-    """The class's config for a MiniGPT config (its keys as transformers 5 names them)."""
+    """The class's config for a MiniGPT config (its keys as transformers 5 names them); <|endoftext|>
+    (id eot) begins and ends a text."""
     C, H, p = config.n_embd, config.mlp_hidden, config.dropout
     common = dict(vocab_size=config.vocab_size, bos_token_id=eot, eos_token_id=eot, tie_word_embeddings=config.tie_head)
     if target.layout == "gpt2":
@@ -316,20 +317,30 @@ def _defaults_as_none(options: dict) -> dict:
 # Export
 
 
-def transformers_model(model, eot: int):
+def stop_ids(tokenizer) -> list[int]:
+    """Where generation stops: <|endoftext|>, and a chat-tuned model's end of turn."""
+    from mini_llm import chat_format
+    from mini_llm.tokenizer import EOT
+
+    ends = [chat_format.token_ids(tokenizer)[chat_format.END]] if chat_format.is_chat_tokenizer(tokenizer) else []
+    return [tokenizer.token_to_id(EOT), *ends]
+
+
+def transformers_model(model, stops: list[int]):
     """The transformers model (eval mode) that computes what `model` computes, with generation
-    defaults as ours (sampling at our temperature and top-k, stopping at <|endoftext|>)."""
+    defaults as ours: sampling at our temperature and top-k, stopping at any of `stops` (`stop_ids`)."""
     transformers = _require_transformers()
     from mini_llm.generate import TEMPERATURE, TOP_K, TOP_P
 
     target = target_for(model.config)
     cls = getattr(transformers, target.cls)
     with torch.random.fork_rng(devices=[]):  # its random init (overwritten next) leaves torch's RNG as it was
-        hf_model = cls(cls.config_class(**transformers_config(target, model.config, eot)))
+        hf_model = cls(cls.config_class(**transformers_config(target, model.config, stops[0])))
     hf_model.load_state_dict(to_transformers(model, target, hf_model.state_dict()), strict=True)
     sampling = dict(temperature=TEMPERATURE, top_k=TOP_K) | ({} if TOP_P is None else dict(top_p=TOP_P))
     hf_model.generation_config = transformers.GenerationConfig(
-        do_sample=True, **sampling, bos_token_id=eot, eos_token_id=eot, pad_token_id=eot)
+        do_sample=True, **sampling, bos_token_id=stops[0], eos_token_id=stops if len(stops) > 1 else stops[0],
+        pad_token_id=stops[0])
     return hf_model.eval()
 
 
@@ -371,7 +382,6 @@ def export_hf(checkpoint=None, out: Path | str = "exports/hf", verify: bool = Tr
     _require_transformers()
     from mini_llm.checkpoint import load_checkpoint
     from mini_llm.files import sha256_file
-    from mini_llm.tokenizer import EOT
 
     model, tokenizer, meta = load_checkpoint(checkpoint, "cpu")
     out = Path(out)
@@ -382,7 +392,7 @@ def export_hf(checkpoint=None, out: Path | str = "exports/hf", verify: bool = Tr
     shutil.rmtree(tmp, ignore_errors=True)
     try:  # written and checked beside `out`, which is replaced only by a folder that passed
         with quiet_transformers():
-            transformers_model(model, tokenizer.token_to_id(EOT)).save_pretrained(tmp)
+            transformers_model(model, stop_ids(tokenizer)).save_pretrained(tmp)
         config = json.loads((tmp / "config.json").read_text())
         (tmp / "config.json").write_text(json.dumps(config | legacy_rope_keys(target, model.config), indent=2))
         write_tokenizer(tmp, tokenizer, model.config.block_size, meta.get("chat_template"))
@@ -420,16 +430,20 @@ def logits_difference(model, hf_model, seed: int = 0) -> float:
     return worst
 
 
-def greedy_both(model, hf_model, prompt: list[int], max_new_tokens: int, eot: int) -> tuple[list[int], list[int]]:
+def greedy_both(model, hf_model, prompt: list[int], max_new_tokens: int, stops: list[int]) -> tuple[list, list]:
     """The tokens greedy decoding adds to `prompt`, ours (`generate_ids`, KV cache) and transformers'
-    (`generate`, its cache), both stopping before <|endoftext|>; within one context window."""
+    (`generate`, its cache), each up to its first stop token; within one context window."""
     from mini_llm.generate import Sampling, TorchRunner, generate_ids
 
-    ours = list(generate_ids(TorchRunner(model), prompt, max_new_tokens, Sampling(temperature=0.0), eot_id=eot))
+    ours = list(generate_ids(TorchRunner(model), prompt, max_new_tokens, Sampling(temperature=0.0)))
     with torch.no_grad(), quiet_transformers():
         out = hf_model.generate(torch.tensor([prompt]), max_new_tokens=max_new_tokens, do_sample=False)
     theirs = out[0, len(prompt):].tolist()
-    return ours, theirs[: theirs.index(eot)] if eot in theirs else theirs
+    return [_until(tokens, stops) for tokens in (ours, theirs)]
+
+
+def _until(tokens: list[int], stops: list[int]) -> list[int]:
+    return tokens[: next((i for i, t in enumerate(tokens) if t in stops), len(tokens))]
 
 
 def check_parity(model, folder: Path, tokenizer) -> dict:
@@ -440,15 +454,15 @@ def check_parity(model, folder: Path, tokenizer) -> dict:
 
     from mini_llm.tokenizer import EOT
 
-    text = f"KING:\nThe  king spoke.\n\n{EOT}  Ωж 🙂\r\n"
+    text = f"KING:\nThe  king spoke.\n\n{EOT}  Ωж 🙂\r\n<|user|>Hi.<|end|>"  # chat tokens: special in a chat-tuned one
     with quiet_transformers():
         hf_model = AutoModelForCausalLM.from_pretrained(folder).eval()
         hf_ids = AutoTokenizer.from_pretrained(folder)(text)["input_ids"]
     if hf_ids != tokenizer.encode(text).ids:
         raise UserError("AutoTokenizer encodes text differently from the checkpoint's tokenizer; please report this")
-    eot, T = tokenizer.token_to_id(EOT), model.config.block_size
-    prompt = tokenizer.encode("\n").ids[: T // 2] or [eot]
-    ours, theirs = greedy_both(model, hf_model, prompt, min(32, T - len(prompt)), eot)
+    stops, T = stop_ids(tokenizer), model.config.block_size
+    prompt = tokenizer.encode("\n").ids[: T // 2] or stops[:1]
+    ours, theirs = greedy_both(model, hf_model, prompt, min(32, T - len(prompt)), stops)
     return {"logits": logits_difference(model, hf_model), "greedy": ours == theirs, "tokens": len(ours)}
 
 
@@ -543,6 +557,19 @@ class Imported:
     cls: str
     folder: Path
     revision: str | None  # the Hub commit, for a model from the Hub
+    chat_template: str | None  # tokenizer_config.json's, which a chat-tuned model's export carries
+
+
+def _chat_template(folder: Path) -> str | None:
+    """The folder's chat template: tokenizer_config.json's `chat_template` (where export_hf writes
+    it), or chat_template.jinja (where transformers 5 may save it); None when there is none."""
+    if (folder / "chat_template.jinja").exists():
+        return (folder / "chat_template.jinja").read_text()
+    try:
+        template = json.loads((folder / "tokenizer_config.json").read_text()).get("chat_template")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return template if isinstance(template, str) else None
 
 
 def load_hf(source, log=print) -> Imported:
@@ -559,7 +586,8 @@ def load_hf(source, log=print) -> Imported:
     if tokenizer.get_vocab_size() != hf_model.config.vocab_size:
         raise UserError(f"{display(folder)}: the model has {hf_model.config.vocab_size:,} token embeddings and its "
                         f"tokenizer {tokenizer.get_vocab_size():,} tokens; MiniGPT needs the two equal")
-    return Imported(minigpt_from(hf_model, target), tokenizer, hf_model, target.cls, folder, revision)
+    return Imported(minigpt_from(hf_model, target), tokenizer, hf_model, target.cls, folder, revision,
+                    _chat_template(folder))
 
 
 def import_hf(source, out: Path | str | None = None, verify: bool = True, log=print) -> Path:
@@ -580,9 +608,12 @@ def import_hf(source, out: Path | str | None = None, verify: bool = True, log=pr
                             f"{diff:.2e} > {PARITY_TOLERANCE}); please report this with your transformers version")
     origin = {"source": str(source) if imported.revision else display(imported.folder), "class": imported.cls,
               "revision": imported.revision}
-    folder = save_checkpoint(out / "best", imported.model, imported.tokenizer, {"step": 0, "imported_from": origin})
+    meta = {"step": 0, "imported_from": origin}
+    if imported.chat_template is not None:  # exported again, it goes with the model
+        meta["chat_template"] = imported.chat_template
+    folder = save_checkpoint(out / "best", imported.model, imported.tokenizer, meta)
     cfg = imported.model.config
-    log(f"imported {imported.cls} ({imported.model.num_params() / 1e6:.1f}M parameters, {cfg.n_layer} layers, "
+    log(f"imported {imported.cls} ({imported.model.num_params() / 1e6:.2f}M parameters, {cfg.n_layer} layers, "
         f"context {cfg.block_size}) -> {display(folder)} in {time.perf_counter() - start:.1f} s")
     return out
 

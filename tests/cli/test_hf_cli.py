@@ -1,6 +1,6 @@
 """`mini-llm export --format hf` and `mini-llm import-hf`, driven as a user would: a local folder, a
 model name read offline from a Hub cache filled here (HF_HUB_OFFLINE=1: never the network), and what
-generate, chat and `train --init-from` do with the imported run."""
+generate, chat, `train --init-from` and `train --chat` do with the imported run."""
 
 import pytest
 
@@ -41,7 +41,7 @@ def test_export_hf_then_import_hf_gives_the_same_generations(trained_run, tmp_pa
     assert "already holds a checkpoint" in one_error_line(run_cli("import-hf", tmp_path / "hf", "--out", tmp_path / "run"))
 
 
-def test_import_hf_by_name_offline_from_the_hub_cache(hub_cache, tmp_path, corpus_file):
+def test_import_hf_by_name_offline_from_the_hub_cache(hub_cache, tmp_path, corpus_file, chat_file):
     proc = run_cli("import-hf", "mini-llm-test/tiny-gpt2", "--out", tmp_path / "gpt2")
     assert proc.returncode == 0, proc.stderr.decode()
     assert f"from the Hub cache (commit {COMMIT[:8]})" in proc.stdout.decode()
@@ -52,6 +52,9 @@ def test_import_hf_by_name_offline_from_the_hub_cache(hub_cache, tmp_path, corpu
                    "--final-eval-windows", "2", "--no-progress", "--device", "cpu", timeout=300)
     assert tune.returncode == 0, tune.stderr.decode()
     assert (tmp_path / "tuned" / "best" / "meta.json").exists()
+    chat = run_cli("train", "--chat", "--init-from", tmp_path / "gpt2", "--data", chat_file, "--out", tmp_path / "chat",
+                   "--max-steps", "2", "--batch-size", "2", "--no-progress", "--device", "cpu", timeout=300)
+    assert chat.returncode == 0, chat.stderr.decode()  # chat fine-tuning grows GPT-2's vocabulary by its tokens
 
 
 def test_import_hf_errors_are_one_line(hub_cache, tmp_path):

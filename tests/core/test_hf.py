@@ -57,10 +57,10 @@ def test_each_option_set_maps_to_a_class_with_the_same_logits_and_greedy_tokens(
     options, cls = CLASSES[name]
     model = _model(options)
     assert hf.target_for(model.config).cls == cls
-    theirs = hf.transformers_model(model, eot=0)
+    theirs = hf.transformers_model(model, [0])
     assert type(theirs).__name__ == cls
     assert hf.logits_difference(model, theirs) < 1e-5
-    ours, their_tokens = hf.greedy_both(model, theirs, [5, 6, 7], 25, eot=0)
+    ours, their_tokens = hf.greedy_both(model, theirs, [5, 6, 7], 25, [0])
     assert ours == their_tokens and len(ours) > 0
     back = hf.minigpt_from(theirs, hf.target_for(model.config))  # and back: the same weights where both have them
     mine = back.state_dict()
@@ -110,7 +110,7 @@ def test_export_opens_with_auto_classes_and_imports_back(checkpoints, tmp_path, 
     model, tokenizer, _ = load_checkpoint(checkpoints[arch])
     theirs = transformers.AutoModelForCausalLM.from_pretrained(out, trust_remote_code=False)
     assert type(theirs).__name__ == cls and hf.logits_difference(model, theirs) < 1e-5
-    ours, their_tokens = hf.greedy_both(model, theirs, tokenizer.encode("KING:\n").ids, 20, tokenizer.token_to_id(EOT))
+    ours, their_tokens = hf.greedy_both(model, theirs, tokenizer.encode("KING:\n").ids, 20, hf.stop_ids(tokenizer))
     assert ours == their_tokens
     auto = transformers.AutoTokenizer.from_pretrained(out)
     text = "QUEEN:\nThe king  spoke.\n\n" + EOT + " Ωж"
@@ -130,9 +130,34 @@ def test_export_opens_with_auto_classes_and_imports_back(checkpoints, tmp_path, 
         {k: v for k, v in model.config.to_dict().items() if k not in ("zero_init", "bias")}
 
 
+def test_a_chat_tuned_checkpoint_works_through_apply_chat_template(checkpoints, tmp_path):
+    """Chat fine-tuning adds the chat tokens and records its template in meta.json: the export puts the
+    template in tokenizer_config.json, so transformers renders and encodes a conversation as our chat
+    does, and generation stops at the end of a turn; imported back, the template stays with the model."""
+    from mini_llm import chat_format
+
+    model, tokenizer = chat_format.add_chat_tokens(*load_checkpoint(checkpoints["gpt2"])[:2])
+    tuned = save_checkpoint(tmp_path / "chat", model, tokenizer, {"step": 9, **chat_format.metadata()})
+    lines = []
+    out = hf.export_hf(tuned, tmp_path / "hf", log=lines.append)
+    assert "tokens: the same; tokenizer: the same ids" in lines[1]
+    auto = transformers.AutoTokenizer.from_pretrained(out)
+    messages = [{"role": "user", "content": "What is AI?"}, {"role": "assistant", "content": "A word.  "},
+                {"role": "user", "content": "Art thou a machine?"}]
+    rendered = auto.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    assert rendered == Chat(None, tokenizer).prompt_text("Art thou a machine?", [("user", "What is AI?"),
+                                                                                ("assistant", "A word.")])
+    ids = auto.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+    assert ids == chat_format.encode_chat(tokenizer, messages, add_generation_prompt=True)
+    stops = json.loads((out / "generation_config.json").read_text())["eos_token_id"]
+    assert stops == [tokenizer.token_to_id(EOT), tokenizer.token_to_id(chat_format.END)]
+    _, back, meta = load_checkpoint(hf.import_hf(out, tmp_path / "run", log=lambda *a: None))
+    assert chat_format.is_chat_tokenizer(back) and meta["chat_template"] == chat_format.JINJA
+
+
 def test_a_chat_template_in_the_checkpoint_reaches_apply_chat_template(checkpoints, tmp_path):
-    """A chat-fine-tuned checkpoint records its template in meta.json; the export puts it in
-    tokenizer_config.json, and transformers renders a conversation as `Chat` does."""
+    """Whatever template meta.json has goes to tokenizer_config.json as it is: here one by hand that
+    writes a conversation as a play, as `Chat` does for a model that is not chat-tuned."""
     model, tokenizer, meta = load_checkpoint(checkpoints["gpt2"])
     template = ("{% for m in messages %}{{ 'HORATIO' if m['role'] == 'user' else 'HAMLET' }}:\n{{ m['content'] | trim }}"
                 "\n\n{% endfor %}{% if add_generation_prompt %}HAMLET:\n{% endif %}")
