@@ -14,6 +14,7 @@ The core, one module per idea, in the order the course builds them:
     chat_format.py  that template: the chat tokens, the loss mask and masked loss of chat fine-tuning
     conversations.py  JSONL conversations, the chatterbot-corpus default, the held-out split, packing
     export.py       ONNX export and onnxruntime
+    hf.py           Hugging Face transformers: export to the class that computes the same, import GPT-2
     plots.py        pictures for notebooks and runs
     device.py, paths.py, files.py, errors.py   the device and seeds, where files go, atomic writes,
                                                the one-line errors users see
