@@ -19,8 +19,8 @@ the same function once the tensors are laid out its way (`TARGETS`, checked in i
     rope     rmsnorm    yes      swiglu          Qwen3ForCausalLM     q, k, v split; no MLP biases
     rope     rmsnorm    yes      gelu or relu2   ApertusForCausalLM   q, k, v split; no MLP biases
 
-So arch gpt2 goes to GPT-2, tuned to GPT-NeoX, and modern to Apertus when trained with --no-bias: no
-class has per-head QK-norm, a plain relu^2 MLP and MLP biases. Rotary pairs (i, i + hs/2) are
+So arch gpt2 goes to GPT-2, tuned to GPT-NeoX, and modern (which has no biases) to Apertus; a
+modern model with biases has no class: none has per-head QK-norm, a plain relu^2 MLP and MLP biases. Rotary pairs (i, i + hs/2) are
 transformers' "rotate_half" convention: no permutation. A tensor the class has and the model lacks
 is neutral: a zero bias, a QK-norm gain of 1 (importing refuses one that is not). A model trained
 with bias=False gets zero biases where its class always has them (GPT-2, GPT-NeoX's MLP).

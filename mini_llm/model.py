@@ -21,6 +21,7 @@ BENCHMARKS.md; `mini-llm train` trains it by default, with Muon):
     mlp="relu2"      relu(x)^2 instead of GELU; "swiglu": silu(gate) * up, 2/3 the width
     tie_head=False   an LM head of its own instead of the token embedding
     zero_init=True   output projections (and an untied head) start at zero
+    bias=False       no biases in the Linear layers and norms (the speed records have none)
 """
 
 import math
@@ -113,9 +114,9 @@ class GPTConfig:
 
 CHOICES = {"pos": ("learned", "rope"), "norm": ("layernorm", "rmsnorm"), "mlp": ("gelu", "relu2", "swiglu")}
 ARCHS = {  # the model options each architecture name stands for
-    "gpt2": dict(pos="learned", norm="layernorm", qk_norm=False, mlp="gelu", tie_head=True, zero_init=False),
-    "modern": dict(pos="rope", norm="rmsnorm", qk_norm=True, mlp="relu2", tie_head=False, zero_init=True),
-    "tuned": dict(pos="rope", norm="layernorm", qk_norm=False, mlp="gelu", tie_head=True, zero_init=False),
+    "gpt2": dict(pos="learned", norm="layernorm", qk_norm=False, mlp="gelu", tie_head=True, zero_init=False, bias=True),
+    "modern": dict(pos="rope", norm="rmsnorm", qk_norm=True, mlp="relu2", tie_head=False, zero_init=True, bias=False),
+    "tuned": dict(pos="rope", norm="layernorm", qk_norm=False, mlp="gelu", tie_head=True, zero_init=False, bias=True),
 }
 
 

@@ -31,7 +31,6 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     for name in ("vocab_size", "block_size", "n_embd", "n_head", "n_layer"):
         _add(g, name)
     _add(g, "dropout")
-    g.add_argument("--no-bias", dest="bias", action="store_false", help="no biases in Linear and LayerNorm")
     g.add_argument("--arch", choices=list(ARCHS), default=DEFAULT["arch"],
                    help=f"{DEFAULT['arch']} (default) or another name in model.ARCHS: the model options below and the "
                         "recipe (--optimizer, --lr) at once. " + "; ".join(
@@ -39,9 +38,12 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
                             for arch in ARCHS) + ". A flag given overrides its part")
     for name, choices in CHOICES.items():
         g.add_argument(_flag(name), choices=choices, default=None, help="default: as --arch says")
-    for name in ("qk_norm", "tie_head", "zero_init"):
+    for name in ("qk_norm", "tie_head", "zero_init", "bias"):
         g.add_argument(_flag(name), action=argparse.BooleanOptionalAction, default=None, help="default: as --arch says")
     _add(g, "rope_base", help="rotary positions' base")
+    g.add_argument("--norm-eps", type=float, default=None,
+                   help="the norms' epsilon (default: LayerNorm 1e-5, RMSNorm the dtype's; GPT-2 uses 1e-5)")
+    g.add_argument("--mlp-width", type=int, default=None, help="the MLP's inner width (default 4 x n_embd; SwiGLU 2/3 of it)")
 
     g = p.add_argument_group("optimisation")
     for name in ("batch_size", "grad_accum", "warmup_steps"):

@@ -27,7 +27,7 @@ STOP_FIELDS = ("epochs", "max_steps", "time_budget")
 
 @dataclass
 class TrainConfig(GPTConfig):
-    # model: the sizes, dropout, bias and rope_base are GPTConfig's fields with its defaults.
+    # model: the sizes, dropout and rope_base are GPTConfig's fields with its defaults.
     # "tuned" (rope + Muon): what measured best here (BENCHMARKS.md); "gpt2": the classic MiniGPT the
     # notebooks build, with AdamW; "modern": every option of the speed records (model.ARCHS)
     arch: str = "tuned"
@@ -37,6 +37,7 @@ class TrainConfig(GPTConfig):
     mlp: str | None = None
     tie_head: bool | None = None
     zero_init: bool | None = None
+    bias: bool | None = None
     # data
     chat: bool = False  # fine-tune on conversations (JSONL: mini_llm/conversations.py), the loss on the assistant's replies only
     min_frequency: int = MIN_FREQUENCY

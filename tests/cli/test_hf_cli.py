@@ -69,7 +69,8 @@ def test_export_hf_refusals_are_one_line(prepared, tmp_path):
     from mini_llm.checkpoint import save_checkpoint
     from mini_llm.model import ARCHS, GPTConfig, MiniGPT
 
-    modern = MiniGPT(GPTConfig(vocab_size=300, block_size=16, n_embd=16, n_head=2, n_layer=1, **ARCHS["modern"]))
+    biased = dict(ARCHS["modern"], bias=True)  # modern with biases: no class computes its MLP biases
+    modern = MiniGPT(GPTConfig(vocab_size=300, block_size=16, n_embd=16, n_head=2, n_layer=1, **biased))
     checkpoint = save_checkpoint(tmp_path / "modern", modern, prepared.tokenizer, {"step": 0})
     line = one_error_line(run_cli("export", checkpoint, "--format", "hf", "--out", tmp_path / "hf"))
     assert "bias=True has no counterpart in ApertusForCausalLM" in line and "--no-bias" in line

@@ -24,7 +24,7 @@ TINY = dict(vocab_size=300, block_size=32, n_embd=32, n_head=2, n_layer=2)
 CLASSES = {  # options -> the class that computes them exactly
     "gpt2": (ARCHS["gpt2"], "GPT2LMHeadModel"),
     "tuned": (ARCHS["tuned"], "GPTNeoXForCausalLM"),
-    "modern, no bias": (dict(ARCHS["modern"], bias=False), "ApertusForCausalLM"),
+    "modern": (ARCHS["modern"], "ApertusForCausalLM"),
     "rope rmsnorm swiglu": (dict(ARCHS["modern"], qk_norm=False, mlp="swiglu"), "LlamaForCausalLM"),
     "rope rmsnorm relu2": (dict(ARCHS["modern"], qk_norm=False), "ArceeForCausalLM"),
     "rope rmsnorm qk_norm swiglu, no bias": (dict(ARCHS["modern"], mlp="swiglu", bias=False), "Qwen3ForCausalLM"),
@@ -47,7 +47,7 @@ def _model(options: dict, seed: int = 0) -> MiniGPT:
 def checkpoints(prepared, tmp_path_factory):
     """A checkpoint per arch (gpt2, tuned, modern without biases) with the course tokenizer of the test corpus."""
     folder = tmp_path_factory.mktemp("hf_checkpoints")
-    options = {"gpt2": ARCHS["gpt2"], "tuned": ARCHS["tuned"], "modern": dict(ARCHS["modern"], bias=False)}
+    options = {"gpt2": ARCHS["gpt2"], "tuned": ARCHS["tuned"], "modern": ARCHS["modern"]}
     return {arch: save_checkpoint(folder / arch, _model(opts), prepared.tokenizer, {"step": 7})
             for arch, opts in options.items()}
 
@@ -69,11 +69,11 @@ def test_each_option_set_maps_to_a_class_with_the_same_logits_and_greedy_tokens(
 
 
 @pytest.mark.parametrize("options, message", [
-    (ARCHS["modern"], "bias=True has no counterpart in ApertusForCausalLM .*--no-bias"),
+    (dict(ARCHS["modern"], bias=True), "bias=True has no counterpart in ApertusForCausalLM .*--no-bias"),
     (dict(ARCHS["tuned"], qk_norm=True), "qk_norm=True has no counterpart in GPTNeoXForCausalLM"),
     (dict(ARCHS["gpt2"], mlp="swiglu"), "mlp='swiglu' has no counterpart in GPT2LMHeadModel"),
     (dict(ARCHS["gpt2"], norm="rmsnorm"), "norm='rmsnorm' has no counterpart in GPT2LMHeadModel"),
-    (dict(ARCHS["modern"], mlp="swiglu"), "bias=True has no counterpart in Qwen3ForCausalLM"),
+    (dict(ARCHS["modern"], mlp="swiglu", bias=True), "bias=True has no counterpart in Qwen3ForCausalLM"),
 ])
 def test_options_no_class_computes_are_refused_by_name(options, message):
     with pytest.raises(UserError, match=message):
