@@ -484,7 +484,12 @@ def resolve_source(source) -> tuple[Path, str | None]:
     if path.exists():
         raise UserError(f"{display(path)} is a file: give a transformers model folder or a model name on the Hub")
     from huggingface_hub import constants, snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
 
     try:
         folder = Path(snapshot_download(str(source), allow_patterns=HUB_FILES))
