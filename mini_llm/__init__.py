@@ -10,8 +10,12 @@ The core, one module per idea, in the order the course builds them:
     chunked_loss.py the LM head + cross-entropy a chunk of rows at a time (no full logits)
     schedule.py     the learning-rate schedule; muon.py: the Muon optimizer; optim.py: both, set up
     checkpoint.py   safetensors weights + JSON metadata, written atomically
-    generate.py     sampling and the generation loop; chat.py: a conversation as a play
+    generate.py     sampling and the generation loop; chat.py: a conversation as a play, or in the
+                    chat template of a chat-tuned model
+    chat_format.py  that template: the chat tokens, the loss mask and masked loss of chat fine-tuning
+    conversations.py  JSONL conversations, the chatterbot-corpus default, the held-out split, packing
     export.py       ONNX export and onnxruntime
+    hf.py           Hugging Face transformers: export to the class that computes the same, import GPT-2
     plots.py        pictures for notebooks and runs
     device.py, paths.py, files.py, errors.py   the device, seeds and fast bf16, where files go, atomic
                                                writes, the one-line errors users see

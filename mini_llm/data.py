@@ -1,6 +1,10 @@
 """Token datasets: a corpus encoded once to a cached token array, split into train and val,
 served as every sliding window (`TextDataset`) or as nanoGPT-style random-offset batches.
 
+Chat fine-tuning trains on `PackedRows` instead: whole conversations packed into rows of the
+context, with targets that the loss skips (`IGNORE_INDEX`) outside the assistant's replies
+(`conversations.py` builds them).
+
 Layout of a prepared dataset folder (`data/prepared/<corpus>-v<vocab>/`):
     tokenizer.json, vocab.json, merges.txt   the tokenizer trained on this corpus
     train.bin, val.bin                       token ids, uint16 (uint32 for vocabularies > 65,536)
@@ -33,6 +37,7 @@ from mini_llm.tokenizer import (
 )
 
 VAL_FRACTION = 0.1  # the last tenth of the text is held out
+IGNORE_INDEX = -100  # a target the loss skips: F.cross_entropy's default ignore_index, so MiniGPT's loss skips it too
 CACHE_VERSION = 2  # 2: pieces cut only where encoding is unchanged (caches made by 1 hold stray `ĊĊ` ids)
 
 
@@ -205,6 +210,32 @@ class TextDataset(Dataset):
         return windows_at(self.ids, indices * self.stride, self.block_size)
 
 
+class PackedRows(Dataset):
+    """Rows of whole sequences packed up to block_size + 1 tokens: x (N, T) the inputs, y (N, T) the
+    targets, IGNORE_INDEX where the loss does not count (padding, prompts). Unlike `TextDataset`'s
+    windows, a row never starts or ends inside a sequence."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor):
+        if x.ndim != 2 or x.shape != y.shape or len(x) == 0:
+            raise UserError(f"packed rows need inputs and targets of one shape (N, T), N >= 1 (got {tuple(x.shape)}, {tuple(y.shape)})")
+        self.x, self.y = x.long(), y.long()
+
+    @property
+    def counted(self) -> int:
+        """How many targets count in the loss."""
+        return int((self.y != IGNORE_INDEX).sum())
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int):
+        return self.x[i], self.y[i]  # (T,), (T,)
+
+    def batch(self, indices: torch.Tensor):
+        """Rows `indices` (B,): x, y of shape (B, T)."""
+        return self.x[indices], self.y[indices]
+
+
 def make_loader(ids, block_size: int, batch_size: int, stride: int = 1, shuffle: bool = True,
                 seed: int = 0, drop_last: bool = True) -> DataLoader:
     """A DataLoader over sliding windows, shuffled reproducibly by `seed`."""
@@ -227,7 +258,10 @@ def windows_at(data: torch.Tensor, starts: torch.Tensor, block_size: int):
 
 
 def eval_windows(ids, block_size: int, max_windows: int | None = None):
-    """The fixed validation set: non-overlapping windows over the whole split, in order."""
+    """The fixed validation set: non-overlapping windows over the whole split, in order (of packed
+    rows: the rows, in order)."""
+    if isinstance(ids, PackedRows):
+        return ids.x[: max_windows or None], ids.y[: max_windows or None]
     data = torch.from_numpy(np.asarray(ids).astype(np.int64))
     n = (len(data) - 1) // block_size
     if max_windows:

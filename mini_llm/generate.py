@@ -215,8 +215,10 @@ def _held_back(text: str, stops: list[str]) -> int:
 
 
 def stream(runner, tokenizer, prompt: str | list[int], max_new_tokens: int = 200, sampling: Sampling | None = None,
-           stop: list[str] | None = None, mode: str = "cached", generator=None, lstrip: bool = False):
-    """Yield the generated text in pieces as tokens arrive.
+           stop: list[str] | None = None, mode: str = "cached", generator=None, lstrip: bool = False,
+           end: str | None = None):
+    """Yield the generated text in pieces as tokens arrive, until max_new_tokens, a stop string or
+    the token `end` (default <|endoftext|>; a chat-tuned model's replies end at <|end|>).
 
     Decodes the whole reply so far and yields only the new, complete suffix: a multi-byte
     character split across tokens is held back until it is whole (trap 2), and so is anything
@@ -229,7 +231,7 @@ def stream(runner, tokenizer, prompt: str | list[int], max_new_tokens: int = 200
     ids = tokenizer.encode(prompt).ids if isinstance(prompt, str) else list(prompt)
     new: list[int] = []
     emitted = 0
-    eot = tokenizer.token_to_id(EOT)
+    eot = tokenizer.token_to_id(end or EOT)
     for token in generate_ids(runner, ids, max_new_tokens, sampling, generator, mode, eot):
         new.append(token)
         text = tokenizer.decode(new, skip_special_tokens=False)

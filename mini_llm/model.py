@@ -21,6 +21,7 @@ BENCHMARKS.md; `mini-llm train` trains it by default, with Muon):
     mlp="relu2"      relu(x)^2 instead of GELU; "swiglu": silu(gate) * up, 2/3 the width
     tie_head=False   an LM head of its own instead of the token embedding
     zero_init=True   output projections (and an untied head) start at zero
+    bias=False       no biases in the Linear layers and norms (the speed records have none)
 """
 
 import math
@@ -52,6 +53,8 @@ class GPTConfig:
     tie_head: bool = True
     zero_init: bool = False
     rope_base: float = 10000.0
+    norm_eps: float | None = None  # None: each norm's torch default (LayerNorm 1e-5, RMSNorm the dtype's epsilon)
+    mlp_width: int | None = None  # the MLP's inner width; None: 4 * n_embd (SwiGLU: 2/3 of it, see mlp_hidden)
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_embd", "n_head", "n_layer"):
@@ -59,6 +62,10 @@ class GPTConfig:
                 raise UserError(f"{name}={getattr(self, name)} must be a positive integer")
         if self.n_embd % self.n_head:
             raise UserError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}: pick sizes where it is")
+        if self.mlp_width is not None and int(self.mlp_width) < 1:
+            raise UserError(f"mlp_width={self.mlp_width} must be a positive integer (or None: 4 * n_embd)")
+        if self.norm_eps is not None and not self.norm_eps > 0:
+            raise UserError(f"norm_eps={self.norm_eps} must be positive (or None: the norm's default)")
         if not 0.0 <= self.dropout < 1.0:
             raise UserError(f"dropout={self.dropout} must be in [0, 1)")
         for name, allowed in CHOICES.items():
@@ -75,8 +82,10 @@ class GPTConfig:
 
     @property
     def mlp_hidden(self) -> int:
-        """The MLP's inner width: 4C; SwiGLU's two input matrices get 2/3 of it (same parameters),
-        rounded up to a multiple of 32 for fast matmuls."""
+        """The MLP's inner width: `mlp_width` when given (GPT-2's n_inner), else 4C; SwiGLU's two
+        input matrices get 2/3 of it (same parameters), rounded up to a multiple of 32 for fast matmuls."""
+        if self.mlp_width is not None:
+            return self.mlp_width
         if self.mlp == "swiglu":
             return -(-8 * self.n_embd // 3 // 32) * 32
         return 4 * self.n_embd
@@ -106,9 +115,9 @@ class GPTConfig:
 
 CHOICES = {"pos": ("learned", "rope"), "norm": ("layernorm", "rmsnorm"), "mlp": ("gelu", "relu2", "swiglu")}
 ARCHS = {  # the model options each architecture name stands for
-    "gpt2": dict(pos="learned", norm="layernorm", qk_norm=False, mlp="gelu", tie_head=True, zero_init=False),
-    "modern": dict(pos="rope", norm="rmsnorm", qk_norm=True, mlp="relu2", tie_head=False, zero_init=True),
-    "tuned": dict(pos="rope", norm="layernorm", qk_norm=False, mlp="gelu", tie_head=True, zero_init=False),
+    "gpt2": dict(pos="learned", norm="layernorm", qk_norm=False, mlp="gelu", tie_head=True, zero_init=False, bias=True),
+    "modern": dict(pos="rope", norm="rmsnorm", qk_norm=True, mlp="relu2", tie_head=False, zero_init=True, bias=False),
+    "tuned": dict(pos="rope", norm="layernorm", qk_norm=False, mlp="gelu", tie_head=True, zero_init=False, bias=True),
 }
 
 
@@ -193,12 +202,13 @@ class CausalSelfAttention(HeadedAttention):
     def __init__(self, config: GPTConfig):
         super().__init__(config.n_embd, config.n_head, bias=config.bias, dropout=config.dropout)
         self.qk_norm = config.qk_norm
+        self.norm_eps = config.norm_eps  # QK-norm's epsilon too (None: the dtype's)
 
     def forward(self, x, kv=None, rope=None, explicit: bool = False):
         T = x.size(1)
         q, k, v = self.qkv(x)  # (B, nh, T, hs)
         if self.qk_norm:  # unit-RMS queries and keys: scores stay in range whatever the weights grow to
-            q, k = F.rms_norm(q, (q.size(-1),)), F.rms_norm(k, (k.size(-1),))
+            q, k = F.rms_norm(q, (q.size(-1),), eps=self.norm_eps), F.rms_norm(k, (k.size(-1),), eps=self.norm_eps)
         if rope is not None:  # (cos, sin) of these T positions; the cache holds keys already rotated
             q, k = rotate_pairs(q, *rope), rotate_pairs(k, *rope)
         if kv is not None:
@@ -244,8 +254,10 @@ class MLP(nn.Module):
 
 def norm_layer(config: GPTConfig) -> nn.Module:
     if config.norm == "rmsnorm":
-        return nn.RMSNorm(config.n_embd)
-    return nn.LayerNorm(config.n_embd, bias=config.bias)
+        return nn.RMSNorm(config.n_embd, eps=config.norm_eps)  # None: the dtype's machine epsilon
+    if config.norm_eps is None:
+        return nn.LayerNorm(config.n_embd, bias=config.bias)  # torch's default eps, 1e-5
+    return nn.LayerNorm(config.n_embd, eps=config.norm_eps, bias=config.bias)
 
 
 class Block(nn.Module):

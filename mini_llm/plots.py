@@ -40,7 +40,8 @@ def plot_losses(run_dir: Path, ax=None, save: Path | None = None):
     ax.set_ylabel("loss (nats / token)")
     ax.set_title(f"loss curves: {Path(run_dir).name}")
     ax.grid(alpha=0.3)
-    ax.legend()
+    if ax.get_legend_handles_labels()[0]:  # a resumed run may have logged nothing yet
+        ax.legend()
     if save is not None:
         ax.figure.tight_layout()
         ax.figure.savefig(save, dpi=100)

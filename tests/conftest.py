@@ -1,5 +1,6 @@
 """Shared fixtures: an isolated project home, a small corpus, and a tiny trained checkpoint."""
 
+import json
 import os
 import subprocess
 import sys
@@ -70,6 +71,34 @@ def trained_run(prepared, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("runs") / "tiny"
     train(tiny_config(), prepared=prepared, out=out, log=lambda *a: None, progress=False)
+    return out
+
+
+def make_conversations(words=WORDS[:8]) -> list[dict]:
+    """Deterministic one-exchange conversations in the JSONL shape, short enough for a 32-token
+    context: "the king queen?" -> "a queen king.", one question per pair of words."""
+    return [{"messages": [{"role": "user", "content": f"the {a} {b}?"}, {"role": "assistant", "content": f"a {b} {a}."}]}
+            for a in words for b in words]
+
+
+def write_jsonl(path: Path, records) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def chat_file(tmp_path_factory) -> Path:
+    return write_jsonl(tmp_path_factory.mktemp("chat") / "chat.jsonl", make_conversations())
+
+
+@pytest.fixture(scope="session")
+def chat_run(trained_run, chat_file, tmp_path_factory) -> Path:
+    """The tiny trained run chat fine-tuned for a few steps on `chat_file` (a run folder)."""
+    from mini_llm.train import train
+
+    out = tmp_path_factory.mktemp("runs") / "chat"
+    train(tiny_config(chat=True, max_steps=20, eval_interval=10), data=[chat_file], out=out, init_from=trained_run,
+          **QUIET)
     return out
 
 

@@ -181,7 +181,8 @@ def test_the_package_map_lists_every_module_and_room():
 
 def test_names_say_what_the_thing_is():
     """No function or class called run/Run (a Run object, a run folder and a CLI entry were all
-    "run"); the CLI's entries are cmd_<command>; the training session's module is `step_model`."""
+    "run"); the CLI's entries are cmd_<command> (import-hf: cmd_import_hf); the training session's
+    module is `step_model`."""
     from mini_llm.train.session import Session
 
     for path in sorted(PACKAGE.rglob("*.py")):
@@ -193,7 +194,7 @@ def test_names_say_what_the_thing_is():
 
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     for name, parser in sub.choices.items():
-        assert parser.get_default("func").__name__ == f"cmd_{name}", name
+        assert parser.get_default("func").__name__ == f"cmd_{name.replace('-', '_')}", name
 
 
 @pytest.mark.parametrize("module", ["mini_llm.checks", "mini_llm.widgets"])

@@ -57,8 +57,13 @@ def test_a_wheel_ships_every_room_and_the_command(tmp_path):
     import sysconfig
     import venv
 
-    wheels = tmp_path / "wheels"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "--no-build-isolation", "-q",
+    import shutil
+
+    source, wheels = tmp_path / "source", tmp_path / "wheels"  # a clean copy: no build/ left from earlier builds
+    shutil.copytree(REPO / "mini_llm", source / "mini_llm", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "-q",
                     "-w", str(wheels)], check=True, capture_output=True, timeout=300)
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)

@@ -6,6 +6,7 @@
     quality.py     quality: nats per character after a fixed training budget (the ablation)
     tokenizer.py   tokenizer: BPE training and encoding speed
     inference.py   generate, onnx: generation speed, onnxruntime against PyTorch
+    chat.py        chat: what chat fine-tuning bought, on the held-out conversations
 
 No test asserts a time: the tables, with the machine and its load, are the record (BENCHMARKS.md).
 """

@@ -4,9 +4,11 @@
     mini-llm train              train MiniGPT (also: python -m mini_llm.train)
     mini-llm generate           sample text from a checkpoint
     mini-llm chat               talk to it
-    mini-llm export             ONNX export for serving
+    mini-llm export             ONNX export for serving, or a Hugging Face transformers folder
+    mini-llm import-hf          GPT-2 (or a transformers folder) as a checkpoint
     mini-llm bench WHAT         benchmarks that print a table
-    mini-llm exercises          write student copies of the notebooks
+    mini-llm workbook           write the workbook: the notebooks with every step and exercise blank
+    mini-llm exercises          the same (the old name)
     mini-llm grade SUBMISSIONS  grade submitted notebooks into grades.csv
     mini-llm stamp              write nbgrader metadata onto the course notebooks
 """
@@ -14,7 +16,7 @@
 import argparse
 
 from mini_llm import __version__
-from mini_llm.cli import bench, export, generate, prepare, teach, train
+from mini_llm.cli import bench, export, generate, hf, prepare, teach, train
 from mini_llm.errors import guarded
 
 
@@ -35,9 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
             "Train MiniGPT; under torchrun it runs data-parallel.")
     command("generate", "generate text from a checkpoint", generate.add_generate_arguments, generate.cmd_generate)
     command("chat", "chat with a trained model", generate.add_chat_arguments, generate.cmd_chat, generate.CHAT_HELP)
-    command("export", "export a checkpoint to ONNX", export.add_arguments, export.cmd_export)
+    command("export", "export a checkpoint to ONNX or to transformers", export.add_arguments, export.cmd_export)
+    command("import-hf", "import GPT-2 (or a transformers folder) as a checkpoint", hf.add_import_arguments,
+            hf.cmd_import_hf, hf.IMPORT_HELP)
     command("bench", "benchmarks that print a table", bench.add_arguments, bench.cmd_bench)
-    command("exercises", "write student copies of the notebooks (solutions removed)", teach.add_exercises_arguments,
+    command("workbook", "write the workbook: the notebooks with every step and exercise blank",
+            teach.add_workbook_arguments, teach.cmd_workbook)
+    command("exercises", "the old name of `workbook` (default folder student/)", teach.add_exercises_arguments,
             teach.cmd_exercises)
     command("grade", "grade a folder of submitted notebooks into grades.csv", teach.add_grade_arguments,
             teach.cmd_grade, teach.GRADE_HELP)

@@ -3,6 +3,7 @@
 import argparse
 
 from mini_llm.bench import speed
+from mini_llm.bench.chat import REPLY_TOKENS, bench_chat
 from mini_llm.bench.inference import bench_generate, bench_onnx
 from mini_llm.bench.quality import VARIANTS, bench_quality
 from mini_llm.bench.speed import STEP_VARIANTS
@@ -44,6 +45,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--repeat", type=int, default=7, help="timed repetitions (default 7)")
     _add_generation(s)
 
+    s = bench("chat", "chat fine-tuning on its held-out conversations: masked loss before and after, replies that "
+                      "end with the end token, replies verbatim", machine=False)
+    s.add_argument("checkpoint", nargs="?", help="a chat-tuned checkpoint or run (default: the newest run)")
+    s.add_argument("--data", nargs="+", help="its conversations (default: those it was trained on)")
+    s.add_argument("--max-new-tokens", type=int, default=REPLY_TOKENS, help=f"default {REPLY_TOKENS}")
+    s.add_argument("--verbatim", type=int, default=5, help="replies shown, held out and seen (default 5 each)")
+    s.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    s.add_argument("--device", default="cpu", help="cpu (default), cuda or mps")
+
     s = sub.add_parser("quality", help="val nats/char after a fixed training budget, per variant and seed (the ablation)",
                        description="Trains each variant with each seed on TinyShakespeare for the budget and reports "
                                    "the validation nats per character. The flags are `mini-llm train`'s: they set the "
@@ -80,6 +90,10 @@ def cmd_bench(args) -> int:
         if args.time_budget is None and args.max_steps is None:
             args.time_budget = QUALITY_BUDGET
         bench_quality(config_from_args(args), args.variants, args.seeds, args.data, progress=not args.no_progress)
+    elif args.what == "chat":
+        if args.max_new_tokens < 1 or args.verbatim < 0:
+            raise UserError("--max-new-tokens must be at least 1 and --verbatim 0 or more")
+        bench_chat(args.checkpoint, args.data, args.max_new_tokens, args.verbatim, args.seed, args.device)
     elif args.what == "tokenizer":
         bench_tokenizer(args.vocab_size, args.data)
     elif args.what in ("model", "step", "train"):

@@ -9,7 +9,7 @@ imports the other.
 import argparse
 import sys
 
-from mini_llm.chat import BOT, USER, Chat
+from mini_llm.chat import BOT, CHAT_BOT, CHAT_USER, USER, Chat
 from mini_llm.errors import UserError
 from mini_llm.generate import TEMPERATURE, TOP_K, Sampling, check_prompt, stream
 from mini_llm.paths import display
@@ -93,7 +93,8 @@ def cmd_generate(args) -> int:
 
 # --- mini-llm chat -------------------------------------------------------------------------------
 
-CHAT_HELP = """Chat with a trained model: the conversation is written as a play (see mini_llm/chat.py).
+CHAT_HELP = """Chat with a trained model: with a chat-tuned one (mini-llm train --chat) in its chat template,
+with a pretrained one as a play (see mini_llm/chat.py).
 
     mini-llm chat --prompt "What is AI?"     # one answer, then exit
     mini-llm chat                            # interactive: /reset clears the history; exit, quit,
@@ -104,8 +105,8 @@ CHAT_HELP = """Chat with a trained model: the conversation is written as a play 
 def add_chat_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
     p.add_argument("--prompt", help="answer this one message and exit (no --prompt: interactive)")
-    p.add_argument("--user-name", default=USER, help=f"your speaker name (default {USER})")
-    p.add_argument("--bot-name", default=BOT, help=f"the model's speaker name (default {BOT})")
+    p.add_argument("--user-name", help=f"your speaker name (default {USER}; a chat-tuned model: {CHAT_USER}, shown only)")
+    p.add_argument("--bot-name", help=f"the model's speaker name (default {BOT}; a chat-tuned model: {CHAT_BOT}, shown only)")
     add_sampling_arguments(p, max_new_tokens=120)
 
 
@@ -141,7 +142,8 @@ def cmd_chat(args) -> int:
     if args.prompt is not None:
         _say(chat, args.prompt)
         return 0
-    print(f"[{what}] chatting as {chat.user} with {chat.bot}. /reset clears the history; exit, quit or Ctrl-D ends.")
+    form = "its chat template" if chat.tuned else "a play"
+    print(f"[{what}] chatting as {chat.user} with {chat.bot} ({form}). /reset clears the history; exit, quit or Ctrl-D ends.")
     while True:
         try:
             line = _read_line(f"{chat.user}> ")

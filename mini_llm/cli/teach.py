@@ -1,6 +1,7 @@
-"""`mini-llm exercises`, `mini-llm grade` and `mini-llm stamp`: the teacher's commands.
+"""`mini-llm workbook`, `mini-llm grade` and `mini-llm stamp`: the learner's and the teacher's commands.
 
-    mini-llm exercises --out student/              student copies of the notebooks (solutions removed)
+    mini-llm workbook --out workbook/              the workbook: the notebooks with every step and exercise blank
+    mini-llm exercises --out student/              the same (its old name; default folder student/)
     mini-llm grade SUBMISSIONS --out grades.csv    grade submitted notebooks, with feedback per student
     mini-llm stamp [NOTEBOOK ...]                  (re)write nbgrader metadata onto the course notebooks
 """
@@ -32,19 +33,28 @@ def _course_folder(notebooks: str | None) -> Path:
     return Path(notebooks) if notebooks else project_root() / "notebooks"
 
 
-# --- mini-llm exercises ---------------------------------------------------------------------------
+# --- mini-llm workbook (and its old name, mini-llm exercises) --------------------------------------
 
 
-def add_exercises_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="student", help="folder for the student copies (default: student/)")
+def add_workbook_arguments(p: argparse.ArgumentParser, out: str = "workbook") -> None:
+    p.add_argument("--out", default=out, help=f"folder for the workbook's notebooks (default: {out}/)")
     p.add_argument("--notebooks", default=None, help="source folder (default: the repository's notebooks/)")
 
 
-def cmd_exercises(args) -> int:
+def add_exercises_arguments(p: argparse.ArgumentParser) -> None:
+    add_workbook_arguments(p, out="student")
+
+
+def cmd_workbook(args) -> int:
     written = make_student_copies(_course_folder(args.notebooks), Path(args.out))
-    print(f"wrote {len(written)} student notebooks to {display(args.out)} "
-          "(solutions replaced by NotImplementedError, hidden tests removed, nbgrader metadata kept)")
+    print(f"wrote {len(written)} notebooks to {display(args.out)}: every step and exercise blank "
+          "(`raise NotImplementedError()`), hidden tests removed, nbgrader metadata kept. Each runs top to bottom: "
+          "until your piece passes its proof, the package's stands in")
     return 0
+
+
+def cmd_exercises(args) -> int:
+    return cmd_workbook(args)
 
 
 # --- mini-llm stamp -------------------------------------------------------------------------------
@@ -76,8 +86,9 @@ def add_grade_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"seconds allowed per notebook before it is stopped (default {DEFAULT_TIMEOUT})")
     p.add_argument("--jobs", type=int, default=None, help="kernels run at once (default: the number of CPU cores)")
     p.add_argument("--full", action="store_true",
-                   help="run every cell of each notebook, not only its imports and exercises (slower)")
-    p.add_argument("--summary", action="store_true", help="print a table per exercise: mean score, how many solved")
+                   help="run every cell of each notebook, not only its imports, steps and exercises (slower)")
+    p.add_argument("--summary", action="store_true",
+                   help="print a table per step and exercise: mean score, how many solved")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

@@ -32,7 +32,6 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     for name in ("vocab_size", "block_size", "n_embd", "n_head", "n_layer"):
         _add(g, name)
     _add(g, "dropout")
-    g.add_argument("--no-bias", dest="bias", action="store_false", help="no biases in Linear and LayerNorm")
     g.add_argument("--arch", choices=list(ARCHS), default=DEFAULT["arch"],
                    help=f"{DEFAULT['arch']} (default) or another name in model.ARCHS: the model options below and the "
                         "recipe (--optimizer, --lr) at once. " + "; ".join(
@@ -40,9 +39,12 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
                             for arch in ARCHS) + ". A flag given overrides its part")
     for name, choices in CHOICES.items():
         g.add_argument(_flag(name), choices=choices, default=None, help="default: as --arch says")
-    for name in ("qk_norm", "tie_head", "zero_init"):
+    for name in ("qk_norm", "tie_head", "zero_init", "bias"):
         g.add_argument(_flag(name), action=argparse.BooleanOptionalAction, default=None, help="default: as --arch says")
     _add(g, "rope_base", help="rotary positions' base")
+    g.add_argument("--norm-eps", type=float, default=None,
+                   help="the norms' epsilon (default: LayerNorm 1e-5, RMSNorm the dtype's; GPT-2 uses 1e-5)")
+    g.add_argument("--mlp-width", type=int, default=None, help="the MLP's inner width (default 4 x n_embd; SwiGLU 2/3 of it)")
 
     g = p.add_argument_group("optimisation")
     for name in ("batch_size", "grad_accum", "warmup_steps"):
@@ -83,7 +85,8 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--final-eval-windows", type=int, default=None, help="val windows for the final eval (default: all)")
     _add(g, "log_interval")
     _add(g, "samples", metavar="TOKENS", help="write this many tokens of generated text to samples.jsonl at step 0 "
-                                              "and at every eval (0: none)")
+                                              "and at every eval (0: none); with --chat, replies to 3 held-out "
+                                              "questions are always written, in up to this many tokens (0: 64)")
     g.add_argument("--sample-prompt", default=DEFAULT["sample_prompt"],
                    help=r"the text samples continue (default a newline; \n in it means a newline)")
     _add(g, "seed")
@@ -99,7 +102,8 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", nargs="+", help="corpus: a file, several files or a folder of .txt "
-                   "(default: data/your_data.txt if present, else the Shakespeare corpus)")
+                   "(default: data/your_data.txt if present, else the Shakespeare corpus); with --chat: JSONL files of "
+                   "conversations (default: data/chat.jsonl, the chatterbot-corpus set, built if missing)")
     p.add_argument("--out", help="run folder (default: runs/<date-time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint "
                    "(same text, same tokenizer; a longer budget decays the LR on from where it stands)")
@@ -107,6 +111,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="fine-tune: start from this checkpoint or run folder's weights and tokenizer, with a fresh "
                         "optimizer and schedule, in a new run folder (the model and its arch's recipe come from the "
                         "checkpoint; flags you give override the recipe)")
+    p.add_argument("--chat", action="store_true",
+                   help="chat fine-tuning: train on conversations ({\"messages\": [{\"role\": \"user\", ...}, ...]} per "
+                        "line) with the loss on the assistant's replies only, from --init-from (default: the newest run); "
+                        "the model gets the chat tokens and `mini-llm chat` then uses its template")
     add_config_arguments(p)
     g = p.add_argument_group("this process")
     g.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")

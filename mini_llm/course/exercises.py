@@ -1,21 +1,38 @@
-"""Exercises in the notebooks: their structure, nbgrader metadata, and student copies.
+"""Steps and exercises in the notebooks: their structure, nbgrader metadata, and the workbook.
 
-An exercise follows one protocol (the checks themselves live in `checks/`):
+The learner writes every piece a notebook builds (a *step*) and a few end-of-notebook
+*exercises*. Both follow one protocol of three cells (the checks themselves live in `checks/`):
 
     markdown task cell        the instructions                  -> locked
-    solution cell             def f(...): ### BEGIN SOLUTION ... ### END SOLUTION
-    check cell                check_x(f)                        -> autograded test, grade_id "x"
-                              ### BEGIN HIDDEN TESTS
-                              check_x(f, hidden=True).assert_passed()
-                              ### END HIDDEN TESTS
+    solution cell             def f(...): / class F(...):       -> the learner's
+                                  ### BEGIN SOLUTION ... ### END SOLUTION
+    check cell                an exercise:                      -> autograded test, grade_id "x"
+                                  check_x(f)
+                                  ### BEGIN HIDDEN TESTS
+                                  check_x(f, hidden=True).assert_passed()
+                                  ### END HIDDEN TESTS
+                              a step (its proof):
+                                  proof = check_x(f)
+                                  f = proof.piece  # yours if it passed, else mini_llm's
+                                  ### BEGIN HIDDEN TESTS
+                                  check_x(proof.yours, hidden=True).assert_passed()
+                                  ### END HIDDEN TESTS
+                                  proof
 
-`exercises_in(nb)` finds them from the sources alone, `stamp(nb)` writes nbgrader's cell
-metadata from that (so `nbgrader generate_assignment` takes the notebooks unchanged, and
-re-stamping changes nothing), and `student_copy(nb)` is what a student gets: solutions replaced
-by `raise NotImplementedError()`, hidden tests removed, outputs cleared, metadata kept. A check
-cell is worth 1 point unless it holds a comment line `# points: N`.
+A step's proof hands the piece on: the rest of the notebook uses the learner's piece if it passed
+the public cases, else the package's, and the proof says which in one line. The piece is handed
+on before the hidden tests, which run on the learner's own piece (`proof.yours`): when the
+grader's hidden asserts fail, the notebook still goes on with a working piece, exactly as the
+learner's copy did. `check_cell_source` writes both forms.
 
-    mini-llm exercises --out student/     student copies of every numbered notebook
+`exercises_in(nb)` finds steps and exercises from the sources alone, `stamp(nb)` writes nbgrader's
+cell metadata from that (so `nbgrader generate_assignment` takes the notebooks unchanged, and
+re-stamping changes nothing), and `student_copy(nb)` is the learner's workbook: every solution
+replaced by `raise NotImplementedError()`, hidden tests removed, outputs cleared, metadata kept.
+A blank workbook runs top to bottom: each step says "not written yet" and the package's piece
+stands in. A check cell is worth 1 point unless it holds a comment line `# points: N`.
+
+    mini-llm workbook --out workbook/     the workbook: every numbered notebook, blanked
     mini-llm stamp [NB..]                 (re)stamp nbgrader metadata onto notebooks
 """
 
@@ -35,9 +52,10 @@ def _region(begin: str, end: str) -> re.Pattern:
 
 
 _SOLUTION, _HIDDEN = _region(BEGIN, END), _region(BEGIN_HIDDEN, END_HIDDEN)
-_CHECK_CALL = re.compile(r"^check_(\w+)\(\s*(\w+)", re.M)  # check_top_k(top_k_filter ...
+_CHECK_CALL = re.compile(r"^(?:proof\s*=\s*)?check_(\w+)\(\s*(\w+)", re.M)  # check_top_k(top_k_filter ...
+_HANDS_ON = re.compile(r"^(\w+)\s*=\s*proof\.piece\b", re.M)  # a step's proof: merge = proof.piece
 _POINTS = re.compile(r"^#\s*points:\s*(\d+(?:\.\d+)?)\s*$", re.M)
-_DEF = re.compile(r"^def\s+(\w+)\s*\(", re.M)
+_DEF = re.compile(r"^(?:def|class)\s+(\w+)\s*[(:]", re.M)
 
 
 def strip_solutions(source: str) -> str:
@@ -56,21 +74,37 @@ def strip_hidden_tests(source: str) -> str:
 
 @dataclass
 class Exercise:
+    """A step or an exercise (graded alike)."""
     grade_id: str        # from the check's name: check_top_k -> "top_k" (the grades.csv column)
     points: float
-    function: str        # the function the check is called on, defined in the solution cell
+    function: str        # the function (or class) the check is called on, defined in the solution cell
     solution: int        # cell indices in the notebook
     test: int
     task: int | None     # the markdown cell just before the solution cell, if any
+    step: bool = False   # a step: its proof hands the piece on to the rest of the notebook
+
+    @property
+    def kind(self) -> str:
+        return "step" if self.step else "exercise"
 
 
-def defined_functions(source: str) -> list[str]:
-    """Names of the top-level functions a cell defines (`def name(` at column 0)."""
+def defined_names(source: str) -> list[str]:
+    """Names of the top-level functions and classes a cell defines (`def name(`, `class Name` at column 0)."""
     return _DEF.findall(source)
 
 
+def check_cell_source(check: str, function: str, step: bool = False) -> str:
+    """A check cell's protocol lines (after its import): an exercise's check and hidden tests, or a
+    step's proof, which also hands the piece on before the hidden tests run on the learner's own."""
+    tested = "proof.yours" if step else function
+    hidden = f"{BEGIN_HIDDEN}\n{check}({tested}, hidden=True).assert_passed()\n{END_HIDDEN}"
+    if not step:
+        return f"{check}({function})\n{hidden}"
+    return f"proof = {check}({function})\n{function} = proof.piece  # yours if it passed, else mini_llm's\n{hidden}\nproof"
+
+
 def exercises_in(nb) -> list[Exercise]:
-    """Every exercise of a notebook, found from the cell sources (metadata is not needed)."""
+    """Every step and exercise of a notebook, found from the cell sources (metadata is not needed)."""
     cells = nb.cells
     solutions = [i for i, c in enumerate(cells) if c.cell_type == "code" and BEGIN in c.source]
     found, used = [], set()
@@ -82,18 +116,20 @@ def exercises_in(nb) -> list[Exercise]:
             continue
         name, function = call.groups()
         before = [s for s in solutions if s < i and s not in used]
-        by_name = [s for s in before if function in defined_functions(cells[s].source)]
+        by_name = [s for s in before if function in defined_names(cells[s].source)]
         if not (by_name or before):
             continue  # a check cell with no solution cell above it is not an exercise
         sol = (by_name or before)[-1]
         used.add(sol)
         points = _POINTS.search(cell.source)
         task = sol - 1 if sol > 0 and cells[sol - 1].cell_type == "markdown" else None
-        found.append(Exercise(name, float(points.group(1)) if points else 1.0, function, sol, i, task))
+        hands_on = _HANDS_ON.search(cell.source)
+        found.append(Exercise(name, float(points.group(1)) if points else 1.0, function, sol, i, task,
+                              step=bool(hands_on and hands_on.group(1) == function)))
     ids = [e.grade_id for e in found]
     if len(set(ids)) != len(ids):
         raise UserError(f"two check cells call the same check ({', '.join(sorted({g for g in ids if ids.count(g) > 1}))}): "
-                        "each exercise needs its own check")
+                        "each step and exercise needs its own check")
     return found
 
 
@@ -133,12 +169,13 @@ def stamp(nb) -> bool:
     return changed
 
 
-# --- student copies ---------------------------------------------------------------------------
+# --- the workbook -----------------------------------------------------------------------------
 
 
 def student_copy(nb):
-    """A student's copy: stamped, solutions and hidden tests removed, outputs cleared, locked
-    cells read-only in Jupyter (as nbgrader's release does)."""
+    """The learner's copy (the workbook; nbgrader calls it the release): stamped, every step's and
+    exercise's solution and the hidden tests removed, outputs cleared, locked cells read-only in
+    Jupyter (as nbgrader's release does)."""
     nb = copy.deepcopy(nb)
     stamp(nb)
     for cell in nb.cells:
@@ -162,6 +199,7 @@ def course_notebooks(src: Path) -> list[Path]:
 
 
 def make_student_copies(src: Path, out: Path) -> list[Path]:
+    """Write the workbook: a student copy of every numbered notebook in `src` into `out`."""
     import nbformat
 
     src, out = Path(src), Path(out)

@@ -5,18 +5,20 @@ named `STUDENT__NOTEBOOK.ipynb` (`alice__04_minigpt.ipynb`), or both. A file is 
 course notebook of the same name, or else of the same two-digit number (`04_minigpt (1).ipynb`).
 
 How one submission is graded. The course's own notebook is the template: each solution cell
-is replaced by the student's (found by its nbgrader grade_id, or else by the function it
-defines); every other cell, the check cells with their hidden tests included, is the course's,
-so an edited or deleted check cannot pass. It runs in a fresh kernel in a scratch folder, with
-a time limit for the whole notebook. An exercise scores its points when its check cell runs
-without raising (public and hidden cases pass), else 0, with the check's message as feedback.
+(of a step or an exercise) is replaced by the student's (found by its nbgrader grade_id, or
+else by the function or class it defines); every other cell, the check cells with their hidden
+tests included, is the course's, so an edited or deleted check cannot pass. It runs in a fresh
+kernel in a scratch folder, with a time limit for the whole notebook. A step or an exercise
+scores its points when its check cell runs without raising (public and hidden cases pass),
+else 0, with the check's message as feedback. A step that fails hands the package's piece on,
+as in the student's own notebook, so the steps after it are graded on their own.
 
-What runs. The notebook's imports and its exercise cells (seconds per notebook), unless a
-solution or a check uses a name that some other cell of the course defines (a function built
-earlier, a model...): then, and always with --full, the whole notebook runs, as nbgrader's
-autograde would (as long as the notebook takes: up to a few minutes).
+What runs. The notebook's imports and its step and exercise cells (seconds per notebook), unless
+a solution or a check uses a name that some other cell of the course defines (a model, a
+variable...): then, and always with --full, the whole notebook runs, as nbgrader's autograde
+would (as long as the notebook takes: up to a few minutes).
 
-Outputs: grades.csv (student, notebook, one column per exercise, total, max, status) and a
+Outputs: grades.csv (student, notebook, one column per step and exercise, total, max, status) and a
 markdown feedback file per student and notebook. SUBMISSIONS is only read.
 """
 
@@ -37,7 +39,7 @@ from pathlib import Path
 from mini_llm.course.exercises import (
     Exercise,
     course_notebooks,
-    defined_functions,
+    defined_names,
     exercises_in,
     stamp,
     strip_solutions,
@@ -73,7 +75,7 @@ def load_course(folder: Path) -> dict[str, CourseNotebook]:
     ids = [e.grade_id for c in course.values() for e in c.exercises]
     twice = sorted({i for i in ids if ids.count(i) > 1})
     if twice:
-        raise UserError(f"{folder}: exercises {', '.join(twice)} appear in two notebooks; grades.csv needs unique names")
+        raise UserError(f"{folder}: steps or exercises {', '.join(twice)} appear in two notebooks; grades.csv needs unique names")
     return course
 
 
@@ -208,6 +210,7 @@ class Plan:
     tests: dict[str, int]
     attempted: dict[str, bool]
     notes: dict[str, str]          # grade_id -> a remark for the feedback (e.g. solution cell not found)
+    kinds: dict[str, str]          # grade_id -> "step" or "exercise"
     full: bool
     why_full: str = ""
 
@@ -215,7 +218,7 @@ class Plan:
         """A cell of the graded notebook as a teacher knows it."""
         for gid in self.tests:
             if index in (self.tests[gid], self.solutions[gid]):
-                return f"exercise {gid}"
+                return f"{self.kinds[gid]} {gid}"
         return f"cell {index + 1} of the notebook" if self.full else "the notebook's imports"
 
 
@@ -225,7 +228,7 @@ def student_solutions(student_nb, exercises) -> dict[str, str | None]:
     found = {}
     for ex in exercises:
         by_id = [c for c in code if c.metadata.get("nbgrader", {}).get("grade_id") == f"{ex.grade_id}_solution"]
-        by_def = [c for c in code if ex.function in defined_functions(c.source)]
+        by_def = [c for c in code if ex.function in defined_names(c.source)]
         cells = by_id or by_def
         found[ex.grade_id] = cells[-1].source if cells else None
     return found
@@ -268,7 +271,7 @@ def plan(course: CourseNotebook, student_nb, full: bool = False) -> Plan:
     if not full:
         from_body = needed_from_body(template.cells, exercise_cells)
         if from_body:
-            full, why = True, f"the exercises use {', '.join(from_body)} from other cells of the notebook"
+            full, why = True, f"the steps and exercises use {', '.join(from_body)} from other cells of the notebook"
 
     if full:
         cells = template.cells
@@ -282,7 +285,8 @@ def plan(course: CourseNotebook, student_nb, full: bool = False) -> Plan:
             cell.outputs, cell.execution_count = [], None
     template.cells = cells
     return Plan(template, {e.grade_id: index[e.solution] for e in exercises},
-                {e.grade_id: index[e.test] for e in exercises}, attempted, notes, full, why)
+                {e.grade_id: index[e.test] for e in exercises}, attempted, notes, {e.grade_id: e.kind for e in exercises},
+                full, why)
 
 
 # --- running it -------------------------------------------------------------------------------
@@ -402,7 +406,7 @@ def grade_one(sub: Submission, course: CourseNotebook, timeout: float, full: boo
     for ex in course.exercises:
         got, message = score(the_plan, ex, done)
         if stopped in (the_plan.solutions[ex.grade_id], the_plan.tests[ex.grade_id]):
-            message = f"{stop} in this exercise (an endless loop? a crash?)"
+            message = f"{stop} in this {ex.kind} (an endless loop? a crash?)"
         out.scores[ex.grade_id] = got
         out.feedback.append((ex.grade_id, got, ex.points, message))
     out.remark = f"The whole notebook ran ({the_plan.why_full or '--full'})." if the_plan.full else ""

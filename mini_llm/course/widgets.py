@@ -120,8 +120,9 @@ def attention_view(model, tokenizer, prompt: str, layer: int = 0, head: int = 0,
 
 
 class ChatLog:
-    """The chat panel without widgets: a `Chat` (which keeps the history inside the context),
-    sampling settings that can change mid-conversation, and the transcript the panel shows."""
+    """The chat panel without widgets: a `Chat` (which keeps the history inside the context, and
+    talks to a chat-tuned model in its template, to a pretrained one as a play), sampling settings
+    that can change mid-conversation, and the transcript the panel shows."""
 
     def __init__(self, runner, tokenizer, max_new_tokens: int = 60, **sampling):
         self.runner, self.tokenizer = runner, tokenizer

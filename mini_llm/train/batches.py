@@ -1,21 +1,23 @@
 """The batches a training run draws: reproducible, resumable, and each rank its own.
 
 Two ways to visit the training split: random offsets (nanoGPT's `get_batch`, the default), or
-every sliding window of `data.TextDataset`, in a seeded random order per epoch. Either way the
+every sliding window of `data.TextDataset`, in a seeded random order per epoch. Packed rows of
+conversations (`data.PackedRows`, chat fine-tuning) are visited the same two ways: random rows,
+or every row by epoch. Either way the
 state that decides the next batch (a generator, or the epoch and the place in it) is saved in
 each checkpoint, so a resumed run draws exactly the batches it would have drawn.
 """
 
 import torch
 
-from mini_llm.data import TextDataset, get_batch
+from mini_llm.data import PackedRows, TextDataset, get_batch
 
 
 class Batches:
     def __init__(self, ids, block_size: int, batch_size: int, seed: int, mode: str = "random", stride: int = 1,
                  rank: int = 0, world: int = 1):
-        self.windows = TextDataset(ids, block_size, stride)
-        self.ids = self.windows.ids  # (N,) int64
+        self.windows = ids if isinstance(ids, PackedRows) else TextDataset(ids, block_size, stride)
+        self.ids = getattr(self.windows, "ids", None)  # text: (N,) int64
         self.block_size, self.batch_size, self.seed, self.mode = block_size, batch_size, seed, mode
         self.rank, self.world = rank, world
         self.generator = torch.Generator().manual_seed(seed * 1000 + rank)  # random offsets: each rank its own
@@ -25,10 +27,14 @@ class Batches:
     @property
     def tokens_per_epoch(self) -> int:
         """Training tokens one pass covers: the whole split, or the tokens the windows start at."""
+        if self.ids is None:
+            return len(self.windows) * self.block_size
         return len(self.windows) * self.windows.stride if self.mode == "sliding" else len(self.ids)
 
     def next(self):
         """The next batch for this rank: x, y of shape (batch_size, block_size)."""
+        if self.mode == "random" and self.ids is None:
+            return self.windows.batch(torch.randint(len(self.windows), (self.batch_size,), generator=self.generator))
         if self.mode == "random":
             return get_batch(self.ids, self.batch_size, self.block_size, self.generator)
         B = self.batch_size

@@ -28,7 +28,7 @@ PRECISIONS = ("auto", "fp32", "bf16")  # the choices of precision and of muon_ns
 
 @dataclass
 class TrainConfig(GPTConfig):
-    # model: the sizes, dropout, bias and rope_base are GPTConfig's fields with its defaults.
+    # model: the sizes, dropout and rope_base are GPTConfig's fields with its defaults.
     # "tuned" (rope + Muon): what measured best here (BENCHMARKS.md); "gpt2": the classic MiniGPT the
     # notebooks build, with AdamW; "modern": every option of the speed records (model.ARCHS)
     arch: str = "tuned"
@@ -38,7 +38,9 @@ class TrainConfig(GPTConfig):
     mlp: str | None = None
     tie_head: bool | None = None
     zero_init: bool | None = None
+    bias: bool | None = None
     # data
+    chat: bool = False  # fine-tune on conversations (JSONL: mini_llm/conversations.py), the loss on the assistant's replies only
     min_frequency: int = MIN_FREQUENCY
     val_fraction: float = VAL_FRACTION
     batching: str = "random"  # "random": random offsets (nanoGPT); "sliding": every window (data.TextDataset), by epoch
@@ -72,7 +74,8 @@ class TrainConfig(GPTConfig):
     eval_windows: int = 128  # periodic evals use this many fixed val windows ...
     final_eval_windows: int | None = None  # ... and the final one this many (None: the whole val split)
     log_interval: int = 10
-    samples: int = 0  # tokens of text generated at step 0 and at every eval, into samples.jsonl (0: none)
+    samples: int = 0  # tokens of text generated at step 0 and at every eval, into samples.jsonl (0: none; a chat
+    # run always answers a few held-out questions there, in up to this many tokens each; 0: loop.CHAT_SAMPLE_TOKENS)
     sample_prompt: str = "\n"
     seed: int = 1337
     device: str = "auto"

@@ -9,6 +9,11 @@ up (new, resumed or fine-tuned); `distributed.py` makes it data-parallel under t
 
 The loop reads top to bottom in `_loop`: decide, set the LR, one optimizer step, log, and every
 `eval_interval` steps evaluate and save.
+
+Chat fine-tuning (`cfg.chat`) runs the same loop on packed rows of conversations whose targets
+outside the assistant's replies are IGNORE_INDEX, so the model's loss, and every evaluation, is
+the masked loss. It also scores the held-out conversations before the first step (the "before"
+of fine-tuning), and its samples are replies to held-out questions.
 """
 
 import contextlib
@@ -21,9 +26,10 @@ from pathlib import Path
 
 import torch
 
+from mini_llm.chat import answer
 from mini_llm.checkpoint import save_checkpoint
-from mini_llm.data import Prepared, eval_windows
-from mini_llm.generate import Sampling, generate
+from mini_llm.data import IGNORE_INDEX, Prepared, eval_windows
+from mini_llm.generate import Sampling, TorchRunner, generate
 from mini_llm.model import ARCHS
 from mini_llm.optim import set_lr
 from mini_llm.paths import display
@@ -31,11 +37,15 @@ from mini_llm.train import distributed
 from mini_llm.train.config import TrainConfig
 from mini_llm.train.session import Session, open_session, rng_state
 
+CHAT_SAMPLES = 3  # held-out questions a chat run answers into samples.jsonl at step 0 and every eval ...
+CHAT_SAMPLE_TOKENS = 64  # ... in up to this many tokens each, unless cfg.samples says otherwise
+
 
 @torch.no_grad()
 def evaluate(model, val_ids, block_size: int, device, chars_per_token: float, max_windows: int | None = None,
              batch_size: int = 32, autocast=contextlib.nullcontext) -> dict:
-    """Mean loss per token over the fixed validation windows, with perplexity and nats per character."""
+    """Mean loss per counted token (targets that are not IGNORE_INDEX) over the fixed validation
+    windows (or packed rows), with perplexity and nats per character."""
     was_training = model.training
     model.eval()
     x_all, y_all = eval_windows(val_ids, block_size, max_windows)
@@ -44,8 +54,9 @@ def evaluate(model, val_ids, block_size: int, device, chars_per_token: float, ma
         x, y = x_all[i : i + batch_size].to(device), y_all[i : i + batch_size].to(device)
         with autocast():
             _, loss = model(x, y)
-        total += loss.item() * y.numel()
-        count += y.numel()
+        counted = int((y != IGNORE_INDEX).sum())  # every target of text; the assistant's of conversations
+        total += loss.item() * counted
+        count += counted
     model.train(was_training)
     loss = total / max(count, 1)
     return {"val_loss": loss, "val_ppl": math.exp(min(loss, 50)), "val_nats_per_char": loss / chars_per_token,
@@ -80,6 +91,8 @@ def _loop(session: Session, log, progress: bool, on_step) -> dict:
     speed = _Speed()
     start_step, interrupted = state.step, False
     if state.step == 0:
+        if cfg.chat and session.rank == 0:  # the held-out loss before fine-tuning, to compare the evals with
+            _write_metrics(session, {"step": 0, **_run_eval(session, cfg.eval_windows), "subset": True})
         _write_sample(session, None)  # what the untrained model writes, to compare later samples with
     try:
         while True:
@@ -228,7 +241,10 @@ def _log_header(session: Session, log) -> None:
         + f" | optimizer {cfg.optimizer}")
     log(f"device: {session.device}{f' x {session.world} processes (DDP)' if session.world > 1 else ''} | "
         f"precision: {'bf16 autocast' if session.precision == 'bf16' else 'fp32'} ({session.precision_reason})")
-    log(f"data: {len(session.prepared.train):,} train / {len(session.prepared.val):,} val tokens | {session.tokens_per_step:,} tokens "
+    p = session.prepared
+    data = (f"{len(p.train):,} train / {len(p.val):,} held-out rows of conversations" if cfg.chat
+            else f"{len(p.train):,} train / {len(p.val):,} val tokens")
+    log(f"data: {data} | {session.tokens_per_step:,} tokens "
         f"per step | {session.steps_per_epoch:,} steps per epoch | stop at {' or '.join(rules)}")
     log(f"run folder: {display(session.out)}")
 
@@ -268,17 +284,28 @@ def _write_metrics(session: Session, record: dict) -> None:
 
 
 def _write_sample(session: Session, val_loss: float | None) -> None:
-    """With cfg.samples: the text the model writes now, appended to samples.jsonl. Sampled with
+    """With cfg.samples: the text the model writes now, appended to samples.jsonl (a chat run: its
+    replies to the first held-out questions, and whether each ended with <|end|>). Sampled with
     the default settings from a generator seeded by cfg.seed, so every sample of a run starts
     from the same random numbers and only the model differs; training's RNG is not touched."""
-    if not session.cfg.samples or session.rank != 0:
+    cfg = session.cfg
+    if not (cfg.samples or cfg.chat) or session.rank != 0:
         return
-    text = generate(session.model, session.prepared.tokenizer, session.cfg.sample_prompt, session.cfg.samples,
-                    seed=session.cfg.seed)
-    record = {"step": session.state.step, "val_loss": val_loss, "prompt": session.cfg.sample_prompt, "text": text,
-              "sampling": asdict(Sampling(seed=session.cfg.seed))}
+    sampling = Sampling(seed=cfg.seed)
+    if cfg.chat:  # replies to the first held-out questions
+        runner = TorchRunner(session.model)
+        records = []
+        for messages in session.prepared.prompts[:CHAT_SAMPLES]:
+            reply, ended = answer(runner, session.prepared.tokenizer, messages, cfg.samples or CHAT_SAMPLE_TOKENS,
+                                  sampling)
+            records.append({"messages": messages, "text": reply, "ended": ended})
+    else:
+        text = generate(session.model, session.prepared.tokenizer, cfg.sample_prompt, cfg.samples, seed=cfg.seed)
+        records = [{"prompt": cfg.sample_prompt, "text": text}]
     with open(session.out / "samples.jsonl", "a") as f:
-        f.write(json.dumps(record) + "\n")
+        for record in records:
+            f.write(json.dumps({"step": session.state.step, "val_loss": val_loss, **record,
+                                "sampling": asdict(sampling)}) + "\n")
 
 
 def _save(session: Session, name: str, extra: dict | None = None) -> None:

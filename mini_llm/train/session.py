@@ -10,6 +10,11 @@ on `init_from`. Two policies live here:
 - **fine-tuning** (`init_from`) starts a new run from another run's weights and tokenizer, with a
   fresh optimizer and schedule. The model's architecture comes from the checkpoint (its weights
   must fit), and so does the recipe (optimizer, LR) of that architecture, unless the user set one.
+- **chat fine-tuning** (`cfg.chat`) is fine-tuning on conversations (JSONL, `conversations.py`;
+  default: the chatterbot-corpus set) from the given run, or the newest one: the checkpoint's
+  tokenizer and model get the chat tokens (`chat_format.add_chat_tokens`), the conversations are
+  packed into rows whose targets count only the assistant's replies, and every checkpoint's
+  metadata carries the chat template. Resuming it is resuming: the rows are the same again.
 """
 
 import contextlib
@@ -20,12 +25,14 @@ from pathlib import Path
 
 import torch
 
+from mini_llm import chat_format
 from mini_llm.checkpoint import (
     find_checkpoint,
     load_checkpoint,
     load_train_state,
     read_meta,
 )
+from mini_llm.conversations import ChatData, default_chat_sources, prepare_chat
 from mini_llm.corpus import default_sources, resolve_sources
 from mini_llm.data import Prepared, prepare_dataset
 from mini_llm.device import bf16_matmul_speedup, cpu_bf16_flags, get_device, seed_everything
@@ -71,7 +78,7 @@ class Session:
     cfg: TrainConfig
     out: Path
     data: list | None
-    prepared: Prepared
+    prepared: Prepared | ChatData
     model: torch.nn.Module  # the model itself: evaluation and checkpoints use it
     step_model: torch.nn.Module  # what the training step calls: the model, DDP around it, or compiled
     optimizer: torch.optim.Optimizer
@@ -110,11 +117,14 @@ class Session:
         return self.autocast() if self.device.type == "cuda" else contextlib.nullcontext()
 
 
-def open_session(cfg: TrainConfig, data, out, resume: bool, init_from, prepared: Prepared | None, log,
+def open_session(cfg: TrainConfig, data, out, resume: bool, init_from, prepared: Prepared | ChatData | None, log,
                  rank: int = 0, world: int = 1, local_rank: int = 0) -> Session:
     """Build what a session trains with: restored on `resume`, from another run's weights on `init_from`."""
     if resume and init_from:
         raise UserError("use --resume or --init-from, not both: --resume continues a run, --init-from starts a new one from it")
+    if cfg.chat and not resume and not init_from:
+        init_from = find_checkpoint(None, which="best")  # chat fine-tuning starts from a model: the newest run's
+        log(f"chat fine-tuning the newest run's checkpoint, {display(init_from)} (another: --init-from RUN)")
     out = Path(out) if out else runs_dir() / time.strftime("%Y%m%d-%H%M%S")
     source, meta_extra = None, {}
     if resume:
@@ -131,13 +141,20 @@ def open_session(cfg: TrainConfig, data, out, resume: bool, init_from, prepared:
     source_model = tokenizer = None
     if source is not None:
         source_model, tokenizer, source_meta = load_checkpoint(source, "cpu")
+        if cfg.chat:
+            source_model, tokenizer = chat_format.add_chat_tokens(source_model, tokenizer)
     if prepared is None:
         data, prepared = _prepare_data(cfg, data, tokenizer, log, rank, world)
     elif tokenizer is not None and tokenizer_hash(prepared.tokenizer) != tokenizer_hash(tokenizer):
         raise UserError("the prepared data was encoded with another tokenizer than the checkpoint's")
+    if cfg.chat != isinstance(prepared, ChatData):
+        raise UserError("chat fine-tuning trains on conversations (conversations.prepare_chat), other runs on text "
+                        "(data.prepare_dataset): the prepared data is the other kind")
     prepared.check_block_size(cfg.block_size)
     if data:
         meta_extra["data_sha256"] = [sha256_file(f) for f in resolve_sources(data)]
+    if chat_format.is_chat_tokenizer(prepared.tokenizer):
+        meta_extra.update(chat_format.metadata())  # the chat template travels with every checkpoint
 
     precision, reason = distributed.from_rank0(training_precision(cfg.precision, device), world)  # every rank alike
     meta_extra["precision"] = precision  # what ran ("auto" in the config says only who chose)
@@ -159,7 +176,8 @@ def open_session(cfg: TrainConfig, data, out, resume: bool, init_from, prepared:
         state = RunState.from_meta(source_meta)
         log(f"resuming {display(source)} at step {state.step}")
     elif init_from:
-        log(f"fine-tuning {display(source)} (step {source_meta.get('step', '?')}) with its tokenizer: "
+        log(f"fine-tuning {display(source)} (step {source_meta.get('step', '?')}) with its tokenizer"
+            f"{' and the chat tokens' if cfg.chat else ''}: "
             f"a fresh optimizer and LR schedule ({cfg.optimizer}, lr {cfg.lr:g})")
     session = Session(cfg, out, data, prepared, model, model, optimizer, batches, device, state, rank, world, meta_extra,
                       precision=precision, precision_reason=reason)
@@ -247,14 +265,20 @@ def training_precision(choice: str, device: torch.device) -> tuple[str, str]:
 
 def _prepare_data(cfg: TrainConfig, data, tokenizer, log, rank: int, world: int):
     """(data sources, Prepared), encoded with `tokenizer` when given (resume, fine-tuning), else
-    with one trained on the data. Rank 0 prepares and caches first; the others then read the cache."""
+    with one trained on the data; or, for chat fine-tuning, (sources, ChatData) of the conversations.
+    Rank 0 prepares and caches first; the others then read the cache."""
     if data is None:
-        files, note = default_sources()
+        files, note = default_chat_sources() if cfg.chat else default_sources()
         log(note)
         data = [str(f) for f in files]
     if rank != 0:
         distributed.barrier(world)
-    prepared = prepare_dataset(data, cfg.vocab_size, cfg.min_frequency, cfg.val_fraction, log=log, tokenizer=tokenizer)
+    if cfg.chat:
+        prepared = prepare_chat(data, tokenizer, cfg.block_size, cfg.val_fraction, cfg.seed, log)
+        for line in prepared.report():
+            log(line)
+    else:
+        prepared = prepare_dataset(data, cfg.vocab_size, cfg.min_frequency, cfg.val_fraction, log=log, tokenizer=tokenizer)
     if rank == 0:
         distributed.barrier(world)
     return data, prepared

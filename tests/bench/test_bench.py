@@ -98,3 +98,17 @@ def test_quality_reads_the_corpus_where_prepare_puts_it(home, monkeypatch):
     assert served == [tinyshakespeare()] and tinyshakespeare() == home / "data" / "tinyshakespeare.txt"
     for path in (REPO / "mini_llm").rglob("*.py"):
         assert "shared/data" not in path.read_text() and "../shared" not in path.read_text(), path
+
+
+def test_bench_chat_on_a_tiny_chat_run(chat_run, trained_run, capsys):
+    from mini_llm.bench.chat import bench_chat
+
+    result = bench_chat(chat_run, max_new_tokens=8, verbatim=2)
+    out = capsys.readouterr().out
+    assert result["loss_before"] > result["loss_after"] > 0  # the source with the chat tokens, then the tuned model
+    assert 0 <= result["ended"] <= 1 and "replies ending with <|end|> within 8 tokens" in out
+    assert [kind for kind, *_ in result["replies"]] == ["held out"] * 2 + ["seen"] * 2
+    assert "an answer in the data" in out
+    from tests.conftest import one_error_line, run_cli
+
+    assert "is not chat-tuned" in one_error_line(run_cli("bench", "chat", trained_run))

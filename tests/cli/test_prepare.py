@@ -27,3 +27,12 @@ def test_cli_prepare_bad_input(tmp_path, name, content, message):
     line = one_error_line(run_cli("prepare", "--source", path))
     assert message in line
     assert (path.read_bytes() if path.exists() else None) == before  # never modified
+
+
+def test_prepare_source_chat_writes_the_default_chat_set(home):
+    from mini_llm.conversations import read_conversations
+
+    proc = run_cli("prepare", "--source", "chat")
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert "held out by question" in proc.stdout.decode()
+    assert len(read_conversations(home / "data" / "chat.jsonl")) > 800

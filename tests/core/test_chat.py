@@ -1,6 +1,5 @@
 """The Chat class: the conversation encoded as one text, trimmed by whole turns to fit the context."""
 
-import inspect
 import types
 
 from mini_llm.chat import Chat
@@ -49,12 +48,13 @@ def test_chat_trims_whole_turns_and_still_encodes_once():
     assert ids == tok.encode(text).ids
 
 
-def test_default_speakers_are_names_the_corpus_knows(shakespeare):
-    from mini_llm.chat import Chat
+def test_default_speakers_are_names_the_corpus_knows(shakespeare, prepared):
+    from mini_llm.chat import BOT, USER, Chat
 
-    params = inspect.signature(Chat).parameters
+    chat = Chat(types.SimpleNamespace(block_size=32), prepared.tokenizer)  # a pretrained model's: a play
+    assert (chat.user, chat.bot) == (USER, BOT) and not chat.tuned
     text = shakespeare.read_text(encoding="utf-8")
-    for name in (params["user"].default, params["bot"].default):
+    for name in (USER, BOT):
         assert text.count(f"\n{name}:\n") > 100, name
 
 

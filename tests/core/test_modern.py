@@ -25,6 +25,7 @@ OPTIONS = {
     "modern": ARCHS["modern"],
     "tuned": ARCHS["tuned"],
     "modern+swiglu, no bias": dict(ARCHS["modern"], mlp="swiglu", bias=False),
+    "mlp_width, norm_eps": dict(ARCHS["modern"], mlp_width=40, norm_eps=1e-6),
 }
 
 
@@ -139,3 +140,32 @@ def test_slide_is_refused_for_learned_positions():
         model.slide(past, 1)
 
 
+
+
+def test_norm_eps_and_mlp_width_default_to_todays_model():
+    """What GPT-2 and other pretrained models set (hf.py imports them): None is the model as it was, so a
+    checkpoint saved before the fields existed loads with the same norms and MLP."""
+    for options in ({}, ARCHS["modern"]):
+        old = {k: v for k, v in GPTConfig(**TINY, **options).to_dict().items() if k not in ("norm_eps", "mlp_width")}
+        model = MiniGPT(GPTConfig(**old))
+        assert model.blocks[0].mlp.c_fc.out_features == 4 * 32
+        assert model.ln_f.eps == (1e-5 if options.get("norm") != "rmsnorm" else None)  # torch's defaults
+        assert model.blocks[0].attn.norm_eps is None  # F.rms_norm's default: the dtype's epsilon
+    wide = MiniGPT(GPTConfig(**TINY, mlp_width=40, norm_eps=1e-6, qk_norm=True))
+    assert wide.blocks[0].mlp.c_fc.out_features == 40 and wide.blocks[0].mlp.c_proj.in_features == 40
+    assert wide.ln_f.eps == 1e-6 and wide.blocks[0].attn.norm_eps == 1e-6
+    assert MiniGPT(GPTConfig(**TINY, norm="rmsnorm", norm_eps=1e-6)).ln_f.eps == 1e-6
+    assert GPTConfig(**TINY, mlp="swiglu", mlp_width=40).mlp_hidden == 40  # the gate's and the up's width
+    with pytest.raises(UserError, match="mlp_width=0 must be a positive integer"):
+        GPTConfig(mlp_width=0)
+    with pytest.raises(UserError, match="norm_eps=0.0 must be positive"):
+        GPTConfig(norm_eps=0.0)
+
+
+def test_qk_norm_uses_norm_eps():
+    """The QK-norm's epsilon is the model's norm_eps: with a huge one the normalised queries shrink."""
+    model = _model(dict(qk_norm=True))
+    x = torch.randn(1, 5, 32)
+    base = model.blocks[0].attn(x)[0]
+    model.blocks[0].attn.norm_eps = 1e3
+    assert not torch.allclose(model.blocks[0].attn(x)[0], base, atol=1e-4)

@@ -1,6 +1,7 @@
-"""The contract every exercise check keeps, shared by the per-notebook check tests
-(tests/test_checks_*.py): right answers pass public and hidden cases, wrong ones fail with a
-hint that names the input, echoing the inputs fails, and an unwritten function says so."""
+"""The contract every check keeps, shared by the per-notebook check tests
+(tests/course/test_checks_*.py): right answers pass public and hidden cases, wrong ones fail with a
+hint that names the input, echoing the inputs fails, and an unwritten function says so. A step's
+check also hands a piece on: yours when it passed, else the package's, saying which in its last line."""
 
 import pytest
 
@@ -43,6 +44,36 @@ def assert_not_written_yet(check) -> None:
             result.assert_passed()
 
 
+def step_tests(package: dict, cases: dict):
+    """The step contract over {check: the package's piece} (right and wrong answers from `cases`):
+    the package's piece passes; a right piece is handed on as yours, a wrong or unwritten one gives
+    way to the package's, and the last line of the message says which."""
+    parametrize = pytest.mark.parametrize("check", list(package), ids=lambda c: c.__name__)
+
+    @parametrize
+    def the_packages_piece_passes(check):
+        assert_passes(check, lambda *args: package[check](*args))
+        again = check(package[check])  # the proof run twice: what it handed on is not proved as yours
+        assert not again and again.piece is package[check] and "is mini_llm's, not yours: run the cell" in again.message
+
+    @parametrize
+    def a_step_hands_on_yours_when_right_else_the_packages(check):
+        right, wrong = cases[check][0], cases[check][1]
+        for fn in [*right, *wrong, stub]:
+            for hidden in (False, True):
+                result = check(fn, hidden=hidden)
+                assert result.yours is fn and result.piece is (fn if result else package[check]), result.message
+                last = result.message.splitlines()[-1]
+                if result:
+                    assert last.endswith("The rest of this notebook uses yours."), last
+                else:
+                    says = "is not written yet" if fn is stub else "is not right yet"
+                    assert fn is not stub or "not written yet" in last
+                    assert last.lower().startswith("your ") and last.endswith(f"{says}: the rest of this notebook uses mini_llm's."), last
+
+    return the_packages_piece_passes, a_step_hands_on_yours_when_right_else_the_packages
+
+
 def contract_tests(cases: dict, may_raise: bool = True):
     """The four contract tests over a table {check: ([right answers], [wrong answers], echo)};
     a test module binds them to `test_...` names so pytest collects them."""
@@ -70,25 +101,40 @@ def contract_tests(cases: dict, may_raise: bool = True):
             not_written_yet)
 
 
-def assert_protocol_cells(pairs, cases: dict, checks_module) -> set:
-    """[(solution cell, check cell)]: each check cell calls a tested check on the solution's function,
-    then asserts its hidden cases in nbgrader's hidden-test block. Returns the checks used."""
+def is_step(check_cell) -> bool:
+    return "= proof.piece" in check_cell.source
+
+
+def defined_name(solution_cell) -> str:
+    """The function or class a solution cell defines."""
     import re
+
+    return re.search(r"^(?:def|class) (\w+)", solution_cell.source, re.M).group(1)
+
+
+def assert_protocol_cells(pairs, cases: dict, checks_module) -> set:
+    """[(solution cell, check cell)]: each check cell is the protocol's (exercises.check_cell_source):
+    a tested check called on the solution's function (or class) and its hidden cases asserted in
+    nbgrader's hidden-test block; a step's proof also hands the piece on. Returns the checks used."""
+    import re
+
+    from mini_llm.course.exercises import check_cell_source
 
     used = set()
     for solution, check in pairs:
-        fn = re.search(r"^def (\w+)\(", solution.source, re.M).group(1)
-        call = re.search(r"^(check_\w+)\(" + fn + r"\)$", check.source, re.M)
+        fn = defined_name(solution)
+        call = re.search(r"^(?:proof = )?(check_\w+)\(" + fn + r"\)$", check.source, re.M)
         assert call, check.source
         assert getattr(checks_module, call.group(1)) in cases, call.group(1)
         used.add(getattr(checks_module, call.group(1)))
-        hidden = f"### BEGIN HIDDEN TESTS\n{call.group(1)}({fn}, hidden=True).assert_passed()\n### END HIDDEN TESTS"
-        assert check.source.rstrip().endswith(hidden), check.source
+        protocol = check_cell_source(call.group(1), fn, step=is_step(check))
+        assert check.source.rstrip().endswith("\n" + protocol), check.source
     return used
 
 
 def assert_student_copies_say_not_written_yet(pairs, namespace: dict) -> None:
-    """Run each exercise as a student copy has it (solution stripped, hidden block removed)."""
+    """Run each step and exercise as the workbook has it (solution stripped, hidden block removed):
+    the check says "not written yet", and a step's proof hands on the package's piece."""
     import re
 
     from mini_llm.course.exercises import strip_solutions
@@ -96,11 +142,14 @@ def assert_student_copies_say_not_written_yet(pairs, namespace: dict) -> None:
     for solution, check in pairs:
         scope = dict(namespace)
         exec(strip_solutions(solution.source), scope)  # defining the function never raises
+        yours = scope[defined_name(solution)]
         public = re.sub(r"### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS\n?", "", check.source, flags=re.S).strip()
         *setup, last = public.splitlines()
         exec("\n".join(setup), scope)
         result = eval(last, scope)
         assert not result and "not written yet" in result.message, result
+        if is_step(check):
+            assert result.yours is yours and scope[defined_name(solution)] is result.piece is not yours
 
 
 def notebook_code_cells(name: str) -> list:
@@ -138,12 +187,12 @@ def notebook_tests(name: str, cases: dict, checks_module, namespace: dict | None
 
     def three_exercises_with_public_and_hidden_checks():
         pairs = exercise_pairs(name)
-        assert len(pairs) >= 3
+        assert sum(not is_step(check) for _, check in pairs) >= 3
         assert assert_protocol_cells(pairs, cases, checks_module) <= set(cases)
 
     def student_copy_exercises_say_not_written_yet():
-        """In a student copy (solutions stripped, hidden tests removed as nbgrader's release does)
-        each exercise's check cell runs without raising and reports "not written yet"."""
+        """In the workbook (solutions stripped, hidden tests removed as nbgrader's release does)
+        each step's and exercise's check cell runs without raising and reports "not written yet"."""
         assert_student_copies_say_not_written_yet(exercise_pairs(name), dict(namespace or {}))
 
     def every_check_is_used_in_the_notebook():

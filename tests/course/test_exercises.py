@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from mini_llm.bpe import merge
+from mini_llm.data import TextDataset
 from mini_llm.course import checks as ex
 from mini_llm.course import exercises
 from tests.conftest import REPO
@@ -49,9 +50,8 @@ def _temperature(logits, t):
 # check -> (solution, plausible wrong answer)
 CASES = {
     ex.check_pair_counts: (_pairs, lambda ids: {p: 1 for p in zip(ids, ids[1:])}),
-    ex.check_merge: (merge, lambda ids, pair, new: [new if t == pair[0] else t for t in ids]),
-    ex.check_windows: (lambda ids, T: [(ids[t:t + T], ids[t + 1:t + T + 1]) for t in range(len(ids) - T)],
-                       lambda ids, T: [(ids[t:t + T], ids[t:t + T]) for t in range(len(ids) - T)]),
+    ex.check_merge: (lambda *args: merge(*args), lambda ids, pair, new: [new if t == pair[0] else t for t in ids]),
+    ex.check_window_dataset: (lambda *args: TextDataset(*args), lambda ids, T, stride=1: TextDataset(ids[:-1], T, stride)),
     ex.check_split: (lambda text, f: (text[:text.rfind("\n", 0, int(len(text) * (1 - f))) + 1],
                                       text[text.rfind("\n", 0, int(len(text) * (1 - f))) + 1:]),
                      lambda text, f: (text[:int(len(text) * (1 - f))], text[int(len(text) * (1 - f)):])),
@@ -113,3 +113,29 @@ def test_student_copies(tmp_path):
     with pytest.raises(Exception, match="overwrite the solutions"):
         exercises.make_student_copies(REPO / "notebooks", REPO / "notebooks")
 
+
+
+def test_first_difference_names_the_position():
+    from mini_llm.course.checks.harness import first_difference
+
+    assert first_difference([258, 100, 97], [258, 100, 99]) == "at [2]: expected 99, got 97"
+    assert first_difference({(1, 2): 1}, {(1, 2): 2}) == "at [(1, 2)]: expected 2, got 1"
+    assert first_difference({(1, 2): 2, (5, 5): 1}, {(1, 2): 2}) == "at [(5, 5)]: expected no entry, got 1"
+    assert first_difference("aaab 👋", "aaab \ufffd") == "at character 5: expected '�', got '👋'"
+    assert first_difference([1, 2], [1, 2, 3]) == "in the length: expected 3, got 2"
+    assert first_difference(torch.zeros(2, 3), torch.zeros(3, 3)) == "in the shape: expected (3, 3), got (2, 3)"
+    want = torch.arange(6.0).view(2, 3)
+    assert first_difference(want + torch.tensor([[0, 0, 0], [0, 1e-7, 0.5]]), want) == "at [1, 2]: expected 5.0, got 5.5"
+    pairs = [(torch.tensor([1, 2]), torch.tensor([2, 3]))]
+    assert first_difference([(torch.tensor([1, 2]), torch.tensor([2, 4]))], pairs) == "at [0][1][1]: expected 3, got 4"
+    assert first_difference(5, 6) == "" and first_difference(object(), [1]) == ""  # no position to name
+
+
+def test_a_generator_answer_is_read_once_and_described():
+    from mini_llm.course.checks.harness import run_cases
+
+    def gen(n):
+        yield from range(n - 1)
+
+    result = run_cases("numbers", gen, [((3,), [0, 1, 2])], "count up")
+    assert "got [0, 1]; first difference in the length: expected 3, got 2" in result.message

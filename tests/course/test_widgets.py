@@ -304,3 +304,18 @@ def test_executed_notebooks_save_captions_not_widget_reprs(executed_notebooks):
                 if "application/vnd.jupyter.widget-view+json" in out.get("data", {}):
                     captions.append(plain)
     assert [c[: c.index(":")] for c in captions] == ["[attention explorer", "[sampling playground", "[chat panel"]
+
+
+def test_chat_log_talks_to_a_chat_tuned_model_in_its_template(chat_run):
+    from mini_llm.checkpoint import load_checkpoint
+    from mini_llm.course.widgets import ChatLog
+    from mini_llm.generate import TorchRunner
+
+    model, tok, _ = load_checkpoint(chat_run)
+    log = ChatLog(TorchRunner(model), tok, max_new_tokens=8, seed=0)
+    assert log.chat.tuned
+    shown = list(log.send("the king queen?"))
+    assert shown[0] == "user> the king queen?\nassistant> " and "<|end|>" not in shown[-1]
+    assert [name for name, _ in log.chat.turns] == ["user", "assistant"]
+    ids = log.chat.prompt_ids("the fool?")  # the history does not fit a context of 32 with room for 8: dropped whole
+    assert tok.decode(ids, skip_special_tokens=False) == "<|user|>the fool?<|end|><|assistant|>"
