@@ -69,3 +69,15 @@ def test_bf16_with_the_chunked_head_and_batched_muon_resumes_exactly(prepared, t
     a = load_checkpoint(tmp_path / "whole", which="last")[0].state_dict()
     b = load_checkpoint(tmp_path / "split", which="last")[0].state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_chat_fine_tuning_with_the_chunked_head_follows_the_plain_one(trained_run, chat_file, tmp_path):
+    """Chat fine-tuning counts only the assistant's targets (the rest are -100): the chunked head
+    gives the same masked losses, step by step, up to float rounding."""
+    losses = {}
+    for chunk in (0, 24):
+        seen = losses[chunk] = []
+        train(tiny_config(chat=True, max_steps=5, eval_interval=5, head_chunk=chunk), data=[chat_file],
+              out=tmp_path / f"chunk{chunk}", init_from=trained_run, on_step=lambda step, loss: seen.append(loss.item()),
+              **QUIET)
+    assert losses[0] == pytest.approx(losses[24], rel=1e-4) and len(losses[0]) == 5
