@@ -96,7 +96,7 @@ STEP_VARIANTS = {
     "ours tuned + compile": (dict(arch="tuned", **FP32), True),
     # bf16 autocast (Muon's iteration follows it into bf16 unless told otherwise)
     "ours gpt2 bf16": (dict(arch="gpt2", precision="bf16"), False),
-    "ours tuned bf16, ns fp32": (dict(precision="bf16", muon_ns_dtype="fp32"), False),
+    "ours tuned bf16 (ns fp32)": (dict(precision="bf16", muon_ns_dtype="fp32"), False),
     "ours tuned bf16": (dict(precision="bf16"), False),
     # Muon's iteration, in an fp32 step
     "ours tuned ns 3": (dict(muon_ns_steps=3, **FP32), False),
