@@ -7,6 +7,7 @@ The core, one module per idea, in the order the course builds them:
     data.py         token arrays cached on disk, sliding windows, random-offset batches
     attention.py    self-attention written out, heads, rotary positions
     model.py        MiniGPT: config, blocks, KV cache, the modern options
+    chunked_loss.py the LM head + cross-entropy a chunk of rows at a time (no full logits)
     schedule.py     the learning-rate schedule; muon.py: the Muon optimizer; optim.py: both, set up
     checkpoint.py   safetensors weights + JSON metadata, written atomically
     generate.py     sampling and the generation loop; chat.py: a conversation as a play, or in the
@@ -16,8 +17,8 @@ The core, one module per idea, in the order the course builds them:
     export.py       ONNX export and onnxruntime
     hf.py           Hugging Face transformers: export to the class that computes the same, import GPT-2
     plots.py        pictures for notebooks and runs
-    device.py, paths.py, files.py, errors.py   the device and seeds, where files go, atomic writes,
-                                               the one-line errors users see
+    device.py, paths.py, files.py, errors.py   the device, seeds and fast bf16, where files go, atomic
+                                               writes, the one-line errors users see
 
 and the rooms built on it (imports flow one way: core <- train <- course, bench <- cli):
 

@@ -32,6 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mini_llm.attention import HeadedAttention, attention, causal_mask, rotary, rotary_angles, rotate_pairs
+from mini_llm.chunked_loss import chunked_cross_entropy
 from mini_llm.errors import UserError
 from mini_llm.tokenizer import VOCAB_SIZE
 
@@ -331,16 +332,22 @@ class MiniGPT(nn.Module):
             maps.append(weights)
         return self.ln_f(x), maps
 
-    def forward(self, idx, targets=None, cache: KVCache | None = None, last_only: bool = False, explicit: bool = False):
+    def forward(self, idx, targets=None, cache: KVCache | None = None, last_only: bool = False, explicit: bool = False,
+                head_chunk: int = 0):
         """idx (B, T) of token ids -> logits (B, T, V) (or (B, 1, V) with last_only), and the
-        mean cross-entropy against targets (B, T) when given. With a cache, the positions in it
-        come first and the new keys/values are written into it."""
+        mean cross-entropy against targets (B, T) when given (targets of -100 are left out). With a
+        cache, the positions in it come first and the new keys/values are written into it.
+        head_chunk > 0 (with targets): the head and the loss that many rows at a time
+        (`chunked_loss.py`); the logits are never made, and None is returned for them."""
         kvs = None
         if cache is not None:
             kvs = cache.layers(self, idx.size(0), idx.size(1), self.wte.weight.dtype, idx.device)
         x, _ = self._hidden(idx, kvs, explicit)
         if cache is not None:
             cache.pos += idx.size(1)
+        if head_chunk and targets is not None:
+            x = x.reshape(-1, x.size(-1))  # (B*T, C)
+            return None, chunked_cross_entropy(x, self.lm_head.weight, targets.reshape(-1), head_chunk)
         if last_only and targets is None:
             x = x[:, -1:, :]  # generation needs only the next-token distribution
         logits = self.lm_head(x)

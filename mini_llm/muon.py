@@ -20,8 +20,16 @@ always runs the iteration in bf16, with no switch, and bf16 on a CPU is fast onl
 has bf16 matrix instructions (AVX512-BF16, AMX); elsewhere it can be far slower than fp32. So
 this file has its own small Muon that follows torch's update rule exactly
 (same momentum, Nesterov, decoupled weight decay, and shape-aware LR as torch's
-adjust_lr_fn="original") and runs the iteration in bf16 on CUDA, fp32 everywhere else: one
+adjust_lr_fn="original") and runs the iteration in the dtype it is given (by default bf16 on
+CUDA, fp32 everywhere else; `optim.py` picks bf16 where the training step runs in bf16): one
 implementation on every device, so a run started on a GPU resumes on a CPU. AdamW is torch's own.
+
+Its cost: five iterations on each of the blocks' matrices, each a few small matmuls, are about a
+quarter of a training step on a CPU. Three options trade that down (`mini-llm bench step` and
+`bench quality` have a variant for each): fewer iterations (`ns_steps`), bf16 iterations
+(`ns_dtype`), and `batched=True`, which stacks the matrices of the same shape (the same
+projection in every block) and runs one batched iteration on the stack: fewer, larger matmuls,
+the same result up to float rounding.
 """
 
 import math
@@ -33,23 +41,24 @@ NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)  # Keller Jordan's quintic, the same
 
 def newton_schulz(G: torch.Tensor, steps: int = 5, dtype: torch.dtype | None = None) -> torch.Tensor:
     """The matrix G (m, n) orthogonalised: about U V^T for G = U S V^T, i.e. the same singular
-    vectors with every singular value moved near 1. Computed in `dtype` (None: bf16 on CUDA, where
+    vectors with every singular value moved near 1. G may also be a stack (k, m, n): each matrix
+    orthogonalised on its own, by batched matmuls. Computed in `dtype` (None: bf16 on CUDA, where
     it is fast, fp32 elsewhere) and returned in it."""
-    if G.ndim != 2:
-        raise ValueError(f"newton_schulz orthogonalises a matrix, got a tensor of shape {tuple(G.shape)}")
+    if G.ndim not in (2, 3):
+        raise ValueError(f"newton_schulz orthogonalises a matrix or a stack of them, not a {tuple(G.shape)} tensor")
     if dtype is None:
         dtype = torch.bfloat16 if G.is_cuda else torch.float32
     a, b, c = NS_COEFFICIENTS
     X = G.to(dtype)
-    tall = G.size(0) > G.size(1)
+    tall = G.size(-2) > G.size(-1)
     if tall:
-        X = X.T  # work on the wide side: A = X X^T is then the smaller square
-    X = X / (X.norm() + 1e-7)  # the Frobenius norm bounds the largest singular value: all <= 1
+        X = X.mT  # work on the wide side: A = X X^T is then the smaller square
+    X = X / (X.norm(dim=(-2, -1), keepdim=True) + 1e-7)  # each Frobenius norm bounds its largest singular value
     for _ in range(steps):
-        A = X @ X.T
+        A = X @ X.mT
         B = b * A + c * A @ A
         X = a * X + B @ X  # each singular value s goes to a s + b s^3 + c s^5
-    return X.T if tall else X
+    return X.mT if tall else X
 
 
 class Muon(torch.optim.Optimizer):
@@ -67,10 +76,12 @@ class Muon(torch.optim.Optimizer):
     default, so LRs quoted for either carry over."""
 
     def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, nesterov: bool = True,
-                 weight_decay: float = 0.0, ns_steps: int = 5, ns_dtype: torch.dtype | None = None):
+                 weight_decay: float = 0.0, ns_steps: int = 5, ns_dtype: torch.dtype | None = None,
+                 batched: bool = False):
         defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, ns_steps=ns_steps)
         super().__init__(params, defaults)
         self.ns_dtype = ns_dtype  # None: bf16 on CUDA, fp32 elsewhere (see newton_schulz)
+        self.batched = batched  # one batched iteration per shape instead of one per matrix
         for group in self.param_groups:
             for p in group["params"]:
                 if p.ndim != 2:
@@ -84,19 +95,33 @@ class Muon(torch.optim.Optimizer):
                 loss = closure()
         for group in self.param_groups:
             lr, momentum = group["lr"], group["momentum"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
+            params = [p for p in group["params"] if p.grad is not None]
+            updates = []
+            for p in params:
                 state = self.state[p]
                 if "momentum_buffer" not in state:
                     state["momentum_buffer"] = torch.zeros_like(p.grad)
                 buf = state["momentum_buffer"]
                 buf.lerp_(p.grad, 1 - momentum)
-                update = p.grad.lerp(buf, momentum) if group["nesterov"] else buf
-                update = newton_schulz(update, group["ns_steps"], self.ns_dtype).to(p.dtype)
+                updates.append(p.grad.lerp(buf, momentum) if group["nesterov"] else buf)
+            for p, update in zip(params, self._orthogonalised(updates, group["ns_steps"])):
                 p.mul_(1 - lr * group["weight_decay"])
-                p.add_(update, alpha=-lr * math.sqrt(max(1.0, p.size(0) / p.size(1))))
+                p.add_(update.to(p.dtype), alpha=-lr * math.sqrt(max(1.0, p.size(0) / p.size(1))))
         return loss
+
+    def _orthogonalised(self, updates: list[torch.Tensor], steps: int) -> list[torch.Tensor]:
+        """newton_schulz of each update: one by one, or (batched) one stack per shape."""
+        if not self.batched:
+            return [newton_schulz(u, steps, self.ns_dtype) for u in updates]
+        by_shape = {}  # shape -> indices of the updates with it
+        for i, u in enumerate(updates):
+            by_shape.setdefault(u.shape, []).append(i)
+        out = [None] * len(updates)
+        for indices in by_shape.values():
+            stack = newton_schulz(torch.stack([updates[i] for i in indices]), steps, self.ns_dtype)  # (k, m, n)
+            for i, X in zip(indices, stack):
+                out[i] = X
+        return out
 
 
 class MuonWithAdamW:

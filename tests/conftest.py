@@ -58,7 +58,8 @@ def tiny_config(**overrides):
     from mini_llm.train import TrainConfig
 
     base = dict(arch="gpt2", vocab_size=300, block_size=32, n_embd=32, n_head=2, n_layer=2, batch_size=8, max_steps=30,
-                eval_interval=15, eval_windows=8, warmup_steps=5, lr=3e-3, log_interval=5, seed=0, device="cpu")
+                eval_interval=15, eval_windows=8, warmup_steps=5, lr=3e-3, log_interval=5, seed=0, device="cpu",
+                precision="fp32")  # the same arithmetic on every machine (auto: bf16 where the CPU has it)
     base.update(overrides)
     return TrainConfig(**base)
 

@@ -3,7 +3,9 @@ variant and seed: the ablation behind the default recipe (BENCHMARKS.md).
 
 The base is the recipe `mini-llm train` would run with the same flags; each variant changes a
 few of its fields. "default" is the base itself; "gpt2" is the classic MiniGPT with AdamW, and
-each "+option" variant adds one option (or two) to that classic model.
+each "+option" variant adds one option (or two) to that classic model. The base's precision is
+auto, as `mini-llm train`'s (bf16 on a CPU with bf16 instructions): "fp32" is the default recipe
+in fp32, and the speed variants after it each change one of its levers, then several together.
 """
 
 import os
@@ -11,7 +13,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from mini_llm.bench.common import TINY_HELP, machine, table, tinyshakespeare
+from mini_llm.bench.common import HEAD_CHUNK, TINY_HELP, machine, table, tinyshakespeare
 from mini_llm.data import prepare_dataset
 from mini_llm.errors import UserError
 from mini_llm.train import TrainConfig, train
@@ -35,6 +37,20 @@ VARIANTS = {
     "modern+muon": dict(arch="modern"),
     "modern+muon+wsd": dict(arch="modern", schedule="wsd"),
     "tuned": dict(arch="tuned"),  # rope + Muon
+    # the speed levers on the default recipe: precision, Muon's iteration, the chunked LM head
+    "fp32": dict(precision="fp32"),
+    "bf16": dict(precision="bf16"),  # Muon's iteration follows into bf16 ...
+    "bf16+ns-fp32": dict(precision="bf16", muon_ns_dtype="fp32"),  # ... unless told otherwise
+    "ns-bf16": dict(muon_ns_dtype="bf16"),
+    "ns3": dict(muon_ns_steps=3),
+    "ns4": dict(muon_ns_steps=4),
+    "batched": dict(muon_batched=True),
+    "chunked-head": dict(head_chunk=HEAD_CHUNK),
+    "fp32+chunked-head": dict(precision="fp32", head_chunk=HEAD_CHUNK),
+    "bf16+batched+chunked": dict(precision="bf16", muon_batched=True, head_chunk=HEAD_CHUNK),
+    "bf16+batched+chunked+ns3": dict(precision="bf16", muon_batched=True, head_chunk=HEAD_CHUNK, muon_ns_steps=3),
+    "gpt2+fp32": dict(arch="gpt2", precision="fp32"),
+    "gpt2+bf16+chunked": dict(arch="gpt2", precision="bf16", head_chunk=HEAD_CHUNK),
 }
 
 
@@ -59,12 +75,14 @@ def bench_quality(base: TrainConfig, variants=("default",), seeds=(1337,), data:
         with tempfile.TemporaryDirectory() as tmp:
             summary = train(cfg, prepared=prepared, out=Path(tmp) / "run", log=lambda *a: None, progress=progress)
         runs[variant, seed] = summary
-        print(f"{variant} seed {seed}: {summary['steps']} steps, {summary['tokens_per_s']:,.0f} tokens/s, "
-              f"{summary['val_nats_per_char']:.4f} nats/char | load {os.getloadavg()[0]:.2f}", flush=True)
+        print(f"{variant} seed {seed}: {summary['precision']}, {summary['steps']} steps, "
+              f"{summary['tokens_per_s']:,.0f} tokens/s, {summary['val_nats_per_char']:.4f} nats/char | "
+              f"load {os.getloadavg()[0]:.2f}", flush=True)
     rows = []
     for variant in variants:
         scores = [runs[variant, s]["val_nats_per_char"] for s in seeds]
         rows.append({"variant": variant, "changes": _text(VARIANTS[variant]) or "-",
+                     "precision": "/".join(sorted({runs[variant, s]["precision"] for s in seeds})),
                      "steps": statistics.median(runs[variant, s]["steps"] for s in seeds),
                      "tokens/s": statistics.median(runs[variant, s]["tokens_per_s"] for s in seeds),
                      "nats/char per seed": " ".join(f"{x:.3f}" for x in scores),

@@ -6,6 +6,7 @@ reference minimal GPT, and of the real training loop.
     train   the training loop's throughput against the model-only step, in the same run
 """
 
+import contextlib
 import statistics
 import tempfile
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 import torch
 
 from mini_llm.bench.common import (
+    HEAD_CHUNK,
     machine,
     matmul_peaks,
     median_time,
@@ -28,6 +30,7 @@ from mini_llm.model import GPTConfig, MiniGPT
 from mini_llm.optim import configure_optimizer
 from mini_llm.tokenizer import VOCAB_SIZE
 from mini_llm.train import TrainConfig, train
+from mini_llm.train.session import training_precision
 
 
 def _step_fn(model, optimizer, x, y):
@@ -39,10 +42,12 @@ def _step_fn(model, optimizer, x, y):
     return step
 
 
-def _train_step_fn(model, optimizer, x, y):
-    """One training step as both loops do it: forward, backward, clip to 1.0, step, zero."""
+def _train_step_fn(model, optimizer, x, y, autocast=contextlib.nullcontext, **forward):
+    """One training step as both loops do it: forward (under `autocast`, with the `forward` options:
+    head_chunk), backward, clip to 1.0, step, zero."""
     def step():
-        _, loss = model(x, y)
+        with autocast():
+            _, loss = model(x, y, **forward)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -76,28 +81,51 @@ def bench_model(device: str = "cpu", vocab_size: int = VOCAB_SIZE, batch_sizes=(
                 f"{peaks_text(peaks)} | {machine()}")
 
 
-# Our side of the step benchmark: TrainConfig overrides (model options, optimizer), and whether to
-# torch.compile the model.
+# Our side of the step benchmark: TrainConfig overrides (model options, optimizer, precision, head,
+# Muon's iteration), and whether to torch.compile the model. The first rows are fp32, as they were
+# measured before precision was a choice; then each speed lever alone, then together.
+FP32 = dict(precision="fp32")
 STEP_VARIANTS = {
-    "ours gpt2": (dict(arch="gpt2"), False),
-    "ours modern": (dict(arch="modern", optimizer="adamw"), False),
-    "ours tuned (rope + muon)": (dict(arch="tuned"), False),
-    "ours gpt2 + muon": (dict(arch="gpt2", optimizer="muon"), False),
-    "ours modern + muon": (dict(arch="modern", optimizer="muon"), False),
-    "ours gpt2 + compile": (dict(arch="gpt2"), True),
-    "ours modern + compile": (dict(arch="modern", optimizer="adamw"), True),
-    "ours tuned + compile": (dict(arch="tuned"), True),
+    "ours gpt2": (dict(arch="gpt2", **FP32), False),
+    "ours modern": (dict(arch="modern", optimizer="adamw", **FP32), False),
+    "ours tuned (rope + muon)": (dict(arch="tuned", **FP32), False),
+    "ours gpt2 + muon": (dict(arch="gpt2", optimizer="muon", **FP32), False),
+    "ours modern + muon": (dict(arch="modern", optimizer="muon", **FP32), False),
+    "ours gpt2 + compile": (dict(arch="gpt2", **FP32), True),
+    "ours modern + compile": (dict(arch="modern", optimizer="adamw", **FP32), True),
+    "ours tuned + compile": (dict(arch="tuned", **FP32), True),
+    # bf16 autocast (Muon's iteration follows it into bf16 unless told otherwise)
+    "ours gpt2 bf16": (dict(arch="gpt2", precision="bf16"), False),
+    "ours tuned bf16 (ns fp32)": (dict(precision="bf16", muon_ns_dtype="fp32"), False),
+    "ours tuned bf16": (dict(precision="bf16"), False),
+    # Muon's iteration, in an fp32 step
+    "ours tuned ns 3": (dict(muon_ns_steps=3, **FP32), False),
+    "ours tuned ns bf16": (dict(muon_ns_dtype="bf16", **FP32), False),
+    "ours tuned ns batched": (dict(muon_batched=True, **FP32), False),
+    # the chunked LM head + cross-entropy
+    "ours gpt2 chunked head": (dict(arch="gpt2", head_chunk=HEAD_CHUNK, **FP32), False),
+    "ours tuned chunked head": (dict(head_chunk=HEAD_CHUNK, **FP32), False),
+    # together
+    "ours gpt2 bf16 + chunked head": (dict(arch="gpt2", precision="bf16", head_chunk=HEAD_CHUNK), False),
+    "ours tuned bf16 + batched": (dict(precision="bf16", muon_batched=True), False),
+    "ours tuned bf16 + batched + chunked head": (dict(precision="bf16", muon_batched=True, head_chunk=HEAD_CHUNK),
+                                                 False),
+    "ours tuned bf16 + batched + chunked head + ns 3": (dict(precision="bf16", muon_batched=True, head_chunk=HEAD_CHUNK,
+                                                             muon_ns_steps=3), False),
+    "ours tuned bf16 + compile": (dict(precision="bf16"), True),
+    "ours default (as mini-llm train runs it)": (dict(), False),  # precision auto: decided on this machine
 }
 
 
-def bench_step(device: str = "cpu", vocab_size: int = VOCAB_SIZE, batch_sizes=(16, 32), repeat: int = 7, step_variants=None) -> None:
+def bench_step(device: str = "cpu", vocab_size: int = VOCAB_SIZE, batch_sizes=(16, 32), repeat: int = 7,
+               step_variants=None) -> list[dict]:
     """Tokens/s of one training step (model + optimizer) at the default config: the reference
     minimal GPT and our variants, timed round-robin in one process so load changes hit all alike."""
 
     device = torch.device(device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     names = step_variants or list(STEP_VARIANTS)
-    steps, compile_s = {}, {}
+    steps, compile_s, precisions = {}, {}, {"reference (nanoGPT layout)": "fp32"}  # the reference as its users run it
     for batch in batch_sizes:
         gen = torch.Generator().manual_seed(0)
         x = torch.randint(0, vocab_size, (batch, 128), generator=gen).to(device)
@@ -108,12 +136,14 @@ def bench_step(device: str = "cpu", vocab_size: int = VOCAB_SIZE, batch_sizes=(1
         for name in names:
             overrides, compiled = STEP_VARIANTS[name]
             cfg = TrainConfig(vocab_size=vocab_size, **overrides)
+            precisions[name] = training_precision(cfg.precision, device)[0]
             torch.manual_seed(0)
             model = MiniGPT(cfg.model_config(vocab_size)).to(device)
-            optimizer = configure_optimizer(model, cfg, device)
+            optimizer = configure_optimizer(model, cfg, device, precisions[name])
             if compiled:
                 model = torch.compile(model)
-            steps[batch, name] = _train_step_fn(model, optimizer, x, y)
+            steps[batch, name] = _train_step_fn(model, optimizer, x, y, _autocast(precisions[name], device),
+                                                head_chunk=cfg.head_chunk)
     for key, fn in steps.items():  # warm up (and compile) each before any timing
         t = time.perf_counter()
         for _ in range(3):
@@ -131,10 +161,19 @@ def bench_step(device: str = "cpu", vocab_size: int = VOCAB_SIZE, batch_sizes=(1
     for (batch, name), ts in times.items():
         ref_t = statistics.median(times[batch, "reference (nanoGPT layout)"])
         dt = statistics.median(ts)
-        rows.append({"batch": batch, "step": name, "step ms": dt * 1e3, "tokens/s": batch * 128 / dt,
-                     "vs reference": f"{ref_t / dt:.2f}x", "first 3 steps s": compile_s[batch, name]})
-    table(rows, f"training step (forward, backward, clip, optimizer) at the default size, fp32, medians of "
-                f"{repeat} round-robin repeats | {machine()}")
+        rows.append({"batch": batch, "step": name, "precision": precisions[name], "step ms": dt * 1e3,
+                     "tokens/s": batch * 128 / dt, "vs reference": f"{ref_t / dt:.2f}x",
+                     "first 3 steps s": compile_s[batch, name]})
+    table(rows, f"training step (forward, backward, clip, optimizer) at the default size, medians of {repeat} "
+                f"round-robin repeats | {machine()}")
+    return rows
+
+
+def _autocast(precision: str, device: torch.device):
+    """The step's context for a precision: bf16 autocast, or none (fp32)."""
+    if precision == "bf16":
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
 
 
 def bench_train(device: str = "cpu", vocab_size: int = VOCAB_SIZE, batch_sizes=(16, 32), repeat: int = 7, steps: int = 20) -> None:
@@ -146,8 +185,8 @@ def bench_train(device: str = "cpu", vocab_size: int = VOCAB_SIZE, batch_sizes=(
     rows = []
     for batch in batch_sizes:
         cfg = TrainConfig(vocab_size=vocab, batch_size=batch, max_steps=steps + 5, eval_interval=10**9,
-                          final_eval_windows=4, device=str(device), warmup_steps=5)
-        # the model-only step, in the same process, just before the loop
+                          final_eval_windows=4, device=str(device), warmup_steps=5, **FP32)
+        # the model-only step (fp32 too), in the same process, just before the loop
         torch.manual_seed(0)
         model = MiniGPT(cfg.model_config(vocab)).to(device)
         optimizer = configure_optimizer(model, cfg, device)

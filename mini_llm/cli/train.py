@@ -9,6 +9,7 @@ from dataclasses import fields
 from mini_llm.device import set_threads
 from mini_llm.model import ARCHS, CHOICES
 from mini_llm.train import RECIPES, TrainConfig, train
+from mini_llm.train.config import PRECISIONS
 
 DEFAULT = {f.name: f.default for f in fields(TrainConfig)}
 
@@ -55,6 +56,12 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
                    help="adamw, or muon: Muon for the blocks' weight matrices, AdamW for the rest; default: as --arch says")
     _add(g, "muon_lr", help="Muon's peak LR")
     _add(g, "muon_momentum")
+    _add(g, "muon_ns_steps", help="Muon's Newton-Schulz iterations per step")
+    _add(g, "muon_ns_dtype", choices=list(PRECISIONS),
+         help="their dtype; auto: bf16 where the step runs in bf16 (--precision), else fp32 (bf16 on CUDA)")
+    g.add_argument("--muon-batched", action=argparse.BooleanOptionalAction, default=DEFAULT["muon_batched"],
+                   help="one batched Newton-Schulz per matrix shape instead of one per matrix (the same update up "
+                        "to float rounding)")
     _add(g, "schedule", help="LR after warmup: cosine down to lr * min-lr-ratio, or wsd: hold the peak, then decay "
                              "linearly to it over the last --decay-fraction of the run")
     _add(g, "decay_fraction", help="wsd")
@@ -86,6 +93,11 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     _add(g, "device", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")
     g.add_argument("--compile", action="store_true", help="torch.compile the training step: faster steps after a "
                    "compile of about a minute (on CPU it needs a C++ compiler); see BENCHMARKS.md")
+    _add(g, "precision", choices=list(PRECISIONS),
+         help="the training step in fp32 or under bf16 autocast (the weights and the optimizer state stay fp32); "
+              "auto: bf16 on CUDA and on a CPU with bf16 instructions (AVX512-BF16, AMX), fp32 elsewhere")
+    _add(g, "head_chunk", metavar="ROWS", help="compute the LM head and the loss this many rows at a time, "
+                                               "never all logits at once (e.g. 512); 0: all at once")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -23,6 +23,7 @@ RECIPES = {"gpt2": dict(optimizer="adamw", lr=2e-3), "modern": dict(optimizer="m
            "tuned": dict(optimizer="muon", lr=3e-3)}
 MODEL_FIELDS = tuple(f.name for f in fields(GPTConfig))  # the fields that make the model
 STOP_FIELDS = ("epochs", "max_steps", "time_budget")
+PRECISIONS = ("auto", "fp32", "bf16")  # the choices of precision and of muon_ns_dtype
 
 
 @dataclass
@@ -57,6 +58,11 @@ class TrainConfig(GPTConfig):
     optimizer: str | None = None  # None: as `arch` says; "adamw", or "muon": Muon for the blocks' matrices, AdamW for the rest
     muon_lr: float = 0.02  # Muon's peak LR, scheduled like lr (Keller Jordan's default; 0.04 measured no better here)
     muon_momentum: float = 0.95
+    # Muon's own cost (muon.py): Newton-Schulz iterations per step, their dtype ("auto": bf16 where the
+    # step runs in bf16, else fp32 on a CPU and bf16 on CUDA), one batched iteration per matrix shape
+    muon_ns_steps: int = 5
+    muon_ns_dtype: str = "auto"
+    muon_batched: bool = False
     schedule: str = "cosine"  # "cosine"; or "wsd": warmup, hold the peak, decay linearly to the same floor
     decay_fraction: float = 0.2  # wsd: the last share of the run spent decaying (20%: Hagele et al. 2024)
     # when to stop: whichever comes first (none given: one epoch)
@@ -74,6 +80,11 @@ class TrainConfig(GPTConfig):
     seed: int = 1337
     device: str = "auto"
     compile: bool = False  # torch.compile the training forward/backward (needs a C++ compiler on CPU)
+    # the training step: "fp32", or "bf16" autocast (fp32 weights and optimizer state; evaluation on a CPU
+    # stays fp32); "auto": bf16 on CUDA and on CPUs with bf16 instructions (session.training_precision).
+    # A proof that a hand-written fp32 loop is train() (notebook 05) needs "fp32".
+    precision: str = "auto"
+    head_chunk: int = 0  # > 0: the LM head + cross-entropy this many rows at a time (chunked_loss.py); 0: all at once
 
     def __post_init__(self):
         if self.arch not in ARCHS:
@@ -96,7 +107,8 @@ class TrainConfig(GPTConfig):
         return GPTConfig(**dict({name: getattr(self, name) for name in MODEL_FIELDS}, vocab_size=vocab_size))
 
     def _check_training(self) -> None:
-        positive = ["batch_size", "grad_accum", "eval_interval", "eval_windows", "log_interval", "stride"]
+        positive = ["batch_size", "grad_accum", "eval_interval", "eval_windows", "log_interval", "stride",
+                    "muon_ns_steps"]
         if self.final_eval_windows is not None:
             positive.append("final_eval_windows")
         for name in positive:
@@ -126,6 +138,12 @@ class TrainConfig(GPTConfig):
         if not 0 < self.decay_fraction <= 1:
             raise UserError(f"--decay-fraction must be in (0, 1]: the share of the run that decays "
                             f"(got {self.decay_fraction})")
+        for name in ("precision", "muon_ns_dtype"):
+            if getattr(self, name) not in PRECISIONS:
+                raise UserError(f"--{name.replace('_', '-')} must be auto, fp32 or bf16 (got {getattr(self, name)!r})")
+        if self.head_chunk < 0:
+            raise UserError(f"--head-chunk must be 0 (the whole head at once) or a number of rows "
+                            f"(got {self.head_chunk})")
         if self.batching not in ("random", "sliding"):
             raise UserError(f"--batching must be 'random' or 'sliding' (got {self.batching!r})")
         if self.min_frequency < 1:

@@ -1,8 +1,8 @@
 """Training: the loop that notebooks and `mini-llm train` share.
 
 cross-entropy -> AdamW, or Muon + AdamW (`optim.py`) -> linear warmup then cosine or WSD decay
-(`schedule.py`) -> gradient clipping -> optional gradient accumulation, on cuda (bf16 autocast),
-mps or cpu (fp32). Validation on a fixed subset of windows (the one measure that decides `best`;
+(`schedule.py`) -> gradient clipping -> optional gradient accumulation, on cuda, mps or cpu, in
+fp32 or bf16 autocast (`--precision`). Validation on a fixed subset of windows (the one measure that decides `best`;
 the final eval also scores the whole split), `last` and `best` checkpoints, Ctrl-C saves,
 metrics to JSONL, a loss-curve PNG and, if asked, generated samples. `session.py` sets a session
 up (new, resumed or fine-tuned); `distributed.py` makes it data-parallel under torchrun.
@@ -174,7 +174,7 @@ def _optimizer_step(session: Session, lr: float) -> torch.Tensor:
         # DDP averages gradients on backward; skip that on all but the last micro-batch.
         sync = contextlib.nullcontext() if session.world == 1 or last else model.no_sync()
         with sync, session.autocast():
-            _, loss = model(x, y)
+            _, loss = model(x, y, head_chunk=cfg.head_chunk)
         (loss / cfg.grad_accum).backward()
         loss_sum += loss.detach()
     if cfg.grad_clip > 0:
@@ -217,6 +217,7 @@ def _finish(session: Session, interrupted: bool, clock: "_Clock", start_step: in
     seconds = clock.session()
     summary = {"run": str(session.out), "steps": state.step, "tokens_seen": state.tokens_seen, "seconds": seconds,
                "tokens_per_s": (state.step - start_step) * session.tokens_per_step / max(seconds, 1e-9),
+               "precision": session.precision,
                "best_val_loss": state.best_val, "interrupted": interrupted, "ranks_in_sync": in_sync, **final}
     if final:
         log(f"done: {state.step:,} steps in {seconds:.0f} s | val loss {final['val_loss']:.3f} | "
@@ -239,7 +240,7 @@ def _log_header(session: Session, log) -> None:
         + ("" if session.model.config.arch_name != "custom" else f" ({_options_text({k: getattr(cfg, k) for k in ARCHS['gpt2']})})")
         + f" | optimizer {cfg.optimizer}")
     log(f"device: {session.device}{f' x {session.world} processes (DDP)' if session.world > 1 else ''} | "
-        f"precision: {'bf16 autocast' if session.device.type == 'cuda' else 'fp32'}")
+        f"precision: {'bf16 autocast' if session.precision == 'bf16' else 'fp32'} ({session.precision_reason})")
     p = session.prepared
     data = (f"{len(p.train):,} train / {len(p.val):,} held-out rows of conversations" if cfg.chat
             else f"{len(p.train):,} train / {len(p.val):,} val tokens")
@@ -273,7 +274,7 @@ def _log_step(session: Session, bar, speed: _Speed, loss: float, lr: float, seco
 
 def _run_eval(session: Session, max_windows: int | None) -> dict:
     return evaluate(session.model, session.prepared.val, session.cfg.block_size, session.device, session.chars_per_token, max_windows,
-                    autocast=session.autocast)
+                    autocast=session.eval_autocast)
 
 
 def _write_metrics(session: Session, record: dict) -> None:

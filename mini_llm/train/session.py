@@ -35,7 +35,7 @@ from mini_llm.checkpoint import (
 from mini_llm.conversations import ChatData, default_chat_sources, prepare_chat
 from mini_llm.corpus import default_sources, resolve_sources
 from mini_llm.data import Prepared, prepare_dataset
-from mini_llm.device import get_device, seed_everything
+from mini_llm.device import bf16_matmul_speedup, cpu_bf16_flags, get_device, seed_everything
 from mini_llm.errors import UserError
 from mini_llm.files import sha256_file
 from mini_llm.model import ARCHS, GPTConfig, MiniGPT
@@ -87,8 +87,10 @@ class Session:
     state: RunState
     rank: int = 0
     world: int = 1
-    meta_extra: dict = field(default_factory=dict)  # e.g. init_from, data hashes
+    meta_extra: dict = field(default_factory=dict)  # e.g. init_from, data hashes, the precision that ran
     shown: dict = field(default_factory=dict)  # what the progress bar shows after the bar
+    precision: str = "fp32"  # what the training step runs in: cfg.precision decided on this machine ...
+    precision_reason: str = ""  # ... and why (the header line says both)
 
     @property
     def tokens_per_step(self) -> int:
@@ -103,11 +105,16 @@ class Session:
         return self.prepared.meta.get("val_chars", 1) / max(1, self.prepared.meta.get("val_tokens", 1))
 
     def autocast(self):
-        """bf16 autocast on CUDA. The CPU stays fp32 (not every CPU has fast bf16), and so does MPS,
-        whose half-precision attention has leaked future tokens (trap 9 in docs/TRAPS.md)."""
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        """The training step's context: bf16 autocast when the run's precision is bf16 (matmuls and
+        attention in bf16; the weights, their gradients and the optimizer state stay fp32), else none."""
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
+
+    def eval_autocast(self):
+        """Evaluation's: fp32 on a CPU (val losses comparable between runs whatever their precision),
+        on CUDA the training step's."""
+        return self.autocast() if self.device.type == "cuda" else contextlib.nullcontext()
 
 
 def open_session(cfg: TrainConfig, data, out, resume: bool, init_from, prepared: Prepared | ChatData | None, log,
@@ -149,11 +156,13 @@ def open_session(cfg: TrainConfig, data, out, resume: bool, init_from, prepared:
     if chat_format.is_chat_tokenizer(prepared.tokenizer):
         meta_extra.update(chat_format.metadata())  # the chat template travels with every checkpoint
 
+    precision, reason = distributed.from_rank0(training_precision(cfg.precision, device), world)  # every rank alike
+    meta_extra["precision"] = precision  # what ran ("auto" in the config says only who chose)
     seed_everything(cfg.seed)  # the same initial weights on every rank ...
     model = MiniGPT(cfg.model_config(prepared.vocab_size)).to(device)
     if world > 1:
         seed_everything(cfg.seed + rank)  # ... then each rank its own dropout masks
-    optimizer = configure_optimizer(model, cfg, device)
+    optimizer = configure_optimizer(model, cfg, device, precision)
     batches = Batches(prepared.train, cfg.block_size, cfg.batch_size, cfg.seed, cfg.batching, cfg.stride, rank, world)
     state = RunState()
     if source_model is not None:
@@ -170,7 +179,8 @@ def open_session(cfg: TrainConfig, data, out, resume: bool, init_from, prepared:
         log(f"fine-tuning {display(source)} (step {source_meta.get('step', '?')}) with its tokenizer"
             f"{' and the chat tokens' if cfg.chat else ''}: "
             f"a fresh optimizer and LR schedule ({cfg.optimizer}, lr {cfg.lr:g})")
-    session = Session(cfg, out, data, prepared, model, model, optimizer, batches, device, state, rank, world, meta_extra)
+    session = Session(cfg, out, data, prepared, model, model, optimizer, batches, device, state, rank, world, meta_extra,
+                      precision=precision, precision_reason=reason)
     state.plan = state.plan.extended(state.step, state.train_seconds, total_steps(cfg, session.steps_per_epoch),
                                      cfg.time_budget, cfg)
     if rank == 0:
@@ -228,6 +238,29 @@ def training_device(cfg: TrainConfig, world: int, local_rank: int) -> torch.devi
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     return device
+
+
+BF16_MIN_SPEEDUP = 2.0  # auto on a CPU that does not report its flags: bf16 if its matmuls are this much faster
+
+
+def training_precision(choice: str, device: torch.device) -> tuple[str, str]:
+    """What the training step runs in, "fp32" or "bf16", for --precision `choice` on `device`, and why.
+
+    auto: bf16 on CUDA; fp32 on MPS (trap 9 in docs/TRAPS.md); on a CPU bf16 where it has bf16
+    instructions: as its flags say (Linux), else as a short probe measures (`bf16_matmul_speedup`).
+    A CPU without them runs bf16 far slower than fp32 (trap 13)."""
+    if choice == "bf16" and device.type == "mps":
+        raise UserError("--precision bf16 on MPS: half-precision attention there has leaked future tokens "
+                        "(trap 9 in docs/TRAPS.md); use --precision fp32 or auto")
+    if choice != "auto":
+        return choice, f"--precision {choice}"
+    if device.type != "cpu":
+        return ("bf16", "auto: CUDA") if device.type == "cuda" else ("fp32", f"auto: {device.type} trains in fp32")
+    flags = cpu_bf16_flags()
+    if flags is not None:
+        return ("bf16" if flags else "fp32"), f"auto: the CPU reports {' '.join(flags) or 'no bf16 instructions'}"
+    speedup = bf16_matmul_speedup()
+    return ("bf16" if speedup >= BF16_MIN_SPEEDUP else "fp32"), f"auto: bf16 matmuls measured {speedup:.1f}x fp32's"
 
 
 def _prepare_data(cfg: TrainConfig, data, tokenizer, log, rank: int, world: int):

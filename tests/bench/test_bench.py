@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from mini_llm.bench.quality import bench_quality, variant_config
+from mini_llm.bench.quality import VARIANTS, bench_quality, variant_config
 from mini_llm.bench.reference import ReferenceGPT, reference_optimizer
-from mini_llm.bench.speed import _train_step_fn
+from mini_llm.bench.speed import STEP_VARIANTS, _train_step_fn, bench_step
 from mini_llm.cli import build_parser
 from mini_llm.cli.train import config_from_args
 from mini_llm.errors import UserError
@@ -23,6 +23,32 @@ def test_reference_model_is_the_same_size_and_trains():
     for _ in range(5):
         step()
     assert ref(x, x)[1].item() < before
+
+
+def test_step_rows_run_each_lever_at_its_precision_and_the_reference_in_fp32(capsys):
+    """Tiny timings, never asserted: which rows run, and in which precision."""
+    from mini_llm.train import TrainConfig
+    from mini_llm.train.session import training_precision
+
+    for overrides, _ in STEP_VARIANTS.values():
+        TrainConfig(**overrides)  # every row is a valid config
+    names = ["ours gpt2", "ours tuned bf16 + batched + chunked head + ns 3", "ours default (as mini-llm train runs it)"]
+    rows = bench_step(vocab_size=97, batch_sizes=(1,), repeat=1, step_variants=names)
+    precision = {row["step"]: row["precision"] for row in rows}
+    assert precision == {"reference (nanoGPT layout)": "fp32", "ours gpt2": "fp32", names[1]: "bf16",
+                         names[2]: training_precision("auto", torch.device("cpu"))[0]}
+    assert "| ours tuned bf16 + batched" in capsys.readouterr().out
+
+
+def test_every_quality_variant_is_a_valid_change_of_the_default_recipe():
+    base = config_from_args(_quality_args("--max-steps", "3"))
+    assert base.precision == "auto"  # the base is what `mini-llm train` runs
+    for name in VARIANTS:
+        variant_config(base, name, 1)
+    fast = variant_config(base, "bf16+batched+chunked+ns3", 1)
+    assert (fast.arch, fast.precision, fast.muon_batched, fast.head_chunk, fast.muon_ns_steps) == \
+        ("tuned", "bf16", True, 512, 3)
+    assert variant_config(base, "fp32", 1).muon_ns_dtype == "auto"  # the old default: Muon's iteration in fp32 too
 
 
 def _quality_args(*argv):

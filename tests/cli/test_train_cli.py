@@ -87,6 +87,19 @@ def test_the_flags_set_the_fields():
     assert (classic.optimizer, classic.lr, classic.pos) == ("adamw", 2e-3, "learned")
 
 
+def test_the_speed_flags_set_the_fields():
+    p = _parser()
+    cfg = config_from_args(p.parse_args(["--precision", "bf16", "--head-chunk", "512", "--muon-ns-steps", "3",
+                                         "--muon-ns-dtype", "fp32", "--muon-batched"]))
+    assert (cfg.precision, cfg.head_chunk, cfg.muon_ns_steps, cfg.muon_ns_dtype, cfg.muon_batched) == \
+        ("bf16", 512, 3, "fp32", True)
+    defaults = config_from_args(p.parse_args([]))  # what `mini-llm train` runs: precision decided per machine
+    assert (defaults.precision, defaults.head_chunk, defaults.muon_ns_dtype, defaults.muon_batched) == \
+        ("auto", 0, "auto", False)
+    with pytest.raises(SystemExit):
+        p.parse_args(["--precision", "fp16"])
+
+
 def test_cli_bad_values_give_one_line(corpus_file):
     assert "--decay-fraction must be in (0, 1]" in one_error_line(
         run_cli("train", "--data", corpus_file, "--schedule", "wsd", "--decay-fraction", "0"))

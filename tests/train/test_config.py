@@ -39,7 +39,9 @@ def test_the_default_arch_is_tuned_with_muon_and_gpt2_stays_classic_with_adamw()
     ("n_embd", 30, "not divisible by n_head"), ("dropout", 1.0, "dropout=1.0 must be in"),
     ("val_fraction", 1.5, "--val-fraction must be between 0 and 1"), ("min_frequency", 0, "--min-frequency"),
     ("beta2", 1.0, "--beta2 must be in"), ("min_lr_ratio", 2.0, "--min-lr-ratio"), ("max_steps", 0, "--max-steps"),
-    ("warmup_steps", -1, "--warmup-steps"), ("samples", -1, "--samples")])
+    ("warmup_steps", -1, "--warmup-steps"), ("samples", -1, "--samples"),
+    ("precision", "fp16", "--precision must be auto, fp32 or bf16"), ("head_chunk", -1, "--head-chunk must be 0"),
+    ("muon_ns_steps", 0, "--muon-ns-steps must be at least 1"), ("muon_ns_dtype", "fp8", "--muon-ns-dtype must be")])
 def test_a_config_is_checked_when_it_is_made(field, value, message):
     """Not later, when a run opens: TrainConfig(lr=-1) itself is refused, with the flag's name."""
     with pytest.raises(UserError, match=re.escape(message)):
