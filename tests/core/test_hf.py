@@ -193,7 +193,7 @@ def test_export_replaces_only_an_earlier_export(checkpoints, tmp_path):
 
 
 def test_modern_with_biases_is_refused_before_anything_is_written(prepared, tmp_path):
-    checkpoint = save_checkpoint(tmp_path / "ck", _model(ARCHS["modern"]), prepared.tokenizer, {"step": 1})
+    checkpoint = save_checkpoint(tmp_path / "ck", _model(dict(ARCHS["modern"], bias=True)), prepared.tokenizer, {"step": 1})
     with pytest.raises(UserError, match="bias=True has no counterpart"):
         hf.export_hf(checkpoint, tmp_path / "hf", log=lambda *a: None)
     assert not (tmp_path / "hf").exists()
