@@ -132,16 +132,17 @@ def decode(tok: Tokenizer, ids) -> str:
     return tok.decode(list(ids), skip_special_tokens=False)
 
 
-def split_for_encoding(text: str, chunk_chars: int = PIECE_CHARS) -> list[str]:
+def split_for_encoding(text: str, chunk_chars: int | None = None) -> list[str]:
     """Split text into ~chunk_chars pieces at cut points that keep ids identical."""
     return list(cut_pieces([text], chunk_chars))
 
 
-def cut_pieces(chunks: Iterable[str], piece_chars: int = PIECE_CHARS) -> Iterator[str]:
+def cut_pieces(chunks: Iterable[str], piece_chars: int | None = None) -> Iterator[str]:
     """Re-cut a stream of text, given in chunks cut anywhere, into pieces of about `piece_chars`
     that end at cut points: encoded one by one, they give the ids of the whole text. Holds one
     chunk plus the text since the last cut, whatever the length of the stream (a stretch with no
     cut point at all, such as one huge line, is held whole)."""
+    piece_chars = piece_chars or PIECE_CHARS
     text, scan = "", 0  # the text not yet given out; where the next cut may be
     for chunk in chunks:
         text += chunk
@@ -154,10 +155,11 @@ def cut_pieces(chunks: Iterable[str], piece_chars: int = PIECE_CHARS) -> Iterato
         yield text
 
 
-def encode_iterable(tok: Tokenizer, chunks: Iterable[str], batch_chars: int = BATCH_CHARS) -> Iterator[np.ndarray]:
+def encode_iterable(tok: Tokenizer, chunks: Iterable[str], batch_chars: int | None = None) -> Iterator[np.ndarray]:
     """Encode a stream of text lazily: yields int64 id arrays, a batch of pieces at a time, that
     concatenated equal `encode` of the whole text. Memory: one batch (`batch_chars` of text and its
     encodings), not the stream."""
+    batch_chars = batch_chars or BATCH_CHARS
     batch, size = [], 0
     for piece in cut_pieces(chunks):
         batch.append(piece)
