@@ -340,6 +340,8 @@ TINYSTORIES = Download(
     "b7f09a3de6d26b72b2b927415194b839b91e88b3/TinyStoriesV2-GPT4-train.txt",
     "6418d412de72888f52b5142c761ac21a582f7d1166f0bfbdb5f03ccfdec90443", "tinystories.txt", 2_227_753_162)
 STORY_END = b"<|endoftext|>\n"
+DOWNLOAD_CHUNK = 1 << 20  # bytes read at a time (a prefix download stops within one of its size)
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmg]?)b?", re.I)
 
 
 def download(url: str, out: Path, sha256: str | None = None, timeout: float = 30.0, progress: bool = True,
@@ -349,6 +351,7 @@ def download(url: str, out: Path, sha256: str | None = None, timeout: float = 30
     is only ever replaced by a verified file. `stop_at`: stop once the part holds that many bytes
     and return the part (a prefix, which cannot be verified before the whole file is there)."""
     out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     part = out.with_name(out.name + ".part")
     have = part.stat().st_size if part.exists() else 0
     if size is not None and have > size:
@@ -398,15 +401,18 @@ def _receive(url: str, part: Path, timeout: float, progress: bool, size: int | N
     with response:
         resumed = have and response.status == 206 and (response.headers.get("Content-Range") or "").startswith(f"bytes {have}-")
         have = have if resumed else 0  # otherwise the server sends the whole file
-        total = have + int(response.headers.get("Content-Length") or 0) or size
+        length = response.headers.get("Content-Length")
+        total = have + int(length) if length else size
         with open(part, "ab" if have else "wb") as f, tqdm(total=total, initial=have, unit="B", unit_scale=True,
                                                            desc=part.name, disable=not progress) as bar:
-            while chunk := response.read(1 << 20):
+            while chunk := response.read(DOWNLOAD_CHUNK):
                 f.write(chunk)
                 have += len(chunk)
                 bar.update(len(chunk))
                 if stop_at is not None and have >= stop_at:
                     return False
+    if length and have < total:  # the connection ended early, without an error from the library
+        raise ConnectionError(f"the connection closed at byte {have:,} of {total:,}")
     return True
 
 
@@ -440,6 +446,14 @@ def fetch_prefix(source: Download, max_bytes: int, url: str | None = None, progr
         raise UserError(f"--max-bytes {max_bytes:,} holds no whole line of {source.title}: give more bytes")
     atomic_write_bytes(out, data[:cut])
     return out, f"wrote the first {cut:,} bytes of {source.title} (whole stories) to {display(out)}, {check}"
+
+
+def parse_size(text: str, flag: str = "size") -> int:
+    """'50MB', '50M', '1.5GB', '200000' -> bytes (decimal units: 1 MB = 1,000,000 bytes)."""
+    match = _SIZE.fullmatch(text.strip())
+    if not match or float(match.group(1)) <= 0:
+        raise UserError(f"{flag} {text!r} is not a size: give bytes, or a number with KB, MB or GB (e.g. 50MB)")
+    return int(float(match.group(1)) * {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}[match.group(2).lower()])
 
 
 def size_name(n: int) -> str:
