@@ -334,19 +334,20 @@ def windows_at(data, starts: torch.Tensor, block_size: int):
     return windows[:, :-1], windows[:, 1:]
 
 
-def eval_windows(ids, block_size: int, max_windows: int | None = None):
-    """The fixed validation set: non-overlapping windows over the whole split, in order (the
-    first `max_windows` of them: only those rows are read); of packed rows: the rows, in order."""
+def eval_windows(ids, block_size: int, max_windows: int | None = None, first: int = 0):
+    """The fixed validation set: non-overlapping windows over the whole split, in order (of packed
+    rows: the rows, in order). With `first` and `max_windows`: windows first .. first + max_windows
+    - 1 alone, and only their tokens are read (the split may be a memory-mapped file)."""
+    n = eval_window_count(ids, block_size, max_windows, first)
     if isinstance(ids, PackedRows):
-        return ids.x[: max_windows or None], ids.y[: max_windows or None]
-    n = eval_window_count(len(ids), block_size, max_windows)
-    data = as_tensor(ids[: n * block_size + 1])
+        return ids.x[first : first + n], ids.y[first : first + n]
+    data = as_tensor(ids[first * block_size : (first + n) * block_size + 1])
     x = data[: n * block_size].view(n, block_size)
     y = data[1 : n * block_size + 1].view(n, block_size)
     return x, y
 
 
-def eval_window_count(n_tokens: int, block_size: int, max_windows: int | None = None) -> int:
-    """How many windows `eval_windows` gives: as many as fit, at most `max_windows`."""
-    n = (n_tokens - 1) // block_size
+def eval_window_count(ids, block_size: int, max_windows: int | None = None, first: int = 0) -> int:
+    """How many windows `eval_windows` gives: those from `first` on that fit, at most `max_windows`."""
+    n = max((len(ids) if isinstance(ids, PackedRows) else (len(ids) - 1) // block_size) - first, 0)
     return min(n, max_windows) if max_windows else n
