@@ -13,6 +13,7 @@ import importlib.metadata
 import importlib.util
 import os
 import re
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -213,8 +214,6 @@ class Corpus:
 def scan_corpus(files: list[Path], progress: bool = False) -> Corpus:
     """Check and measure corpus files in one pass over their blocks; a missing, empty or non-UTF-8
     file, or a corpus too short, raises a one-line UserError (naming the byte offset of bad UTF-8)."""
-    from tqdm.auto import tqdm
-
     begin = time.perf_counter()
     files = [Path(f) for f in files]
     for path in files:
@@ -224,7 +223,7 @@ def scan_corpus(files: list[Path], progress: bool = False) -> Corpus:
             raise UserError(f"{display(path)}: is a folder; give a text file, or a folder via --source/--data")
     size = sum(f.stat().st_size for f in files)
     blocks, chars, lines = [], 0, 0
-    with tqdm(total=size, unit="B", unit_scale=True, desc="check corpus", delay=PROGRESS_DELAY, disable=not progress) as bar:
+    with progress_bar(size, "check corpus", progress) as bar:
         for i, path in enumerate(files):
             if i:
                 blocks.append(Block(None, 0, len(SEPARATOR), len(SEPARATOR), len(SEPARATOR) - 1))
@@ -244,6 +243,16 @@ def scan_corpus(files: list[Path], progress: bool = False) -> Corpus:
             "(a few pages of text); add more text"
         )
     return Corpus(files, blocks, size, chars, lines, time.perf_counter() - begin)
+
+
+def progress_bar(total_bytes: int, desc: str, progress: bool = True):
+    """A bar over bytes for work that may take long (preparing a corpus), shown only once it has
+    taken PROGRESS_DELAY seconds. Plain text on stderr, also in a notebook, where a widget would
+    leave its state in the saved file even when never shown."""
+    from tqdm.std import tqdm
+
+    return tqdm(total=total_bytes, desc=desc, unit="B", unit_scale=True, delay=PROGRESS_DELAY, disable=not progress,
+                file=sys.stderr)
 
 
 def _read_blocks(path: Path):
@@ -341,7 +350,7 @@ TINYSTORIES = Download(
     "6418d412de72888f52b5142c761ac21a582f7d1166f0bfbdb5f03ccfdec90443", "tinystories.txt", 2_227_753_162)
 STORY_END = b"<|endoftext|>\n"
 DOWNLOAD_CHUNK = 1 << 20  # bytes read at a time (a prefix download stops within one of its size)
-_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmg]?)b?", re.I)
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmg]?)b?", re.IGNORECASE)
 
 
 def download(url: str, out: Path, sha256: str | None = None, timeout: float = 30.0, progress: bool = True,

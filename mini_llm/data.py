@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from mini_llm.corpus import PROGRESS_DELAY, Corpus, resolve_sources, scan_corpus
+from mini_llm.corpus import Corpus, progress_bar, resolve_sources, scan_corpus
 from mini_llm.errors import UserError
 from mini_llm.files import atomic_file, atomic_write_bytes, sha256_file
 from mini_llm.paths import data_dir, display
@@ -190,7 +190,7 @@ def prepare_dataset(sources, vocab_size: int = VOCAB_SIZE, min_frequency: int = 
         _train_tokenizer(corpus, cut, vocab_size, min_frequency, progress)
     t1 = time.perf_counter()
     dtype = token_dtype(tok.get_vocab_size())
-    with _bar(corpus.bytes, "encode", progress) as bar:
+    with progress_bar(corpus.bytes, "encode", progress) as bar:
         counts = [_write_tokens(folder / f"{split}.bin", tok, corpus.texts(a, b, bar), dtype, bar)
                   for split, a, b in (("train", 0, cut), ("val", cut, corpus.chars))]
     t2 = time.perf_counter()
@@ -210,12 +210,12 @@ def _train_tokenizer(corpus: Corpus, cut: int, vocab_size: int, min_frequency: i
     fits TOKENIZER_SAMPLE_CHARS, else on every k-th block of it; and what it was trained on, in words."""
     spans = list(corpus.spans(0, cut))
     if cut <= TOKENIZER_SAMPLE_CHARS:
-        with _bar(sum(b.end - b.start for _, b in spans), "train tokenizer", progress) as bar:
+        with progress_bar(sum(b.end - b.start for _, b in spans), "train tokenizer", progress) as bar:
             tok = train_tokenizer_from_texts(cut_pieces(corpus.texts(0, cut, bar)), vocab_size, min_frequency)
         return tok, f"the whole training split ({cut:,} characters)"
     every = math.ceil(cut / TOKENIZER_SAMPLE_CHARS)
     sample = [b for offset, b in spans if b.path is not None and offset + b.chars <= cut][::every]
-    with _bar(sum(b.end - b.start for b in sample), "train tokenizer", progress) as bar:
+    with progress_bar(sum(b.end - b.start for b in sample), "train tokenizer", progress) as bar:
         tok = train_tokenizer_from_texts(_read_each(corpus, sample, bar), vocab_size, min_frequency)
     return tok, (f"a sample of the training split: 1 block in {every} "
                  f"({sum(b.chars for b in sample):,} of {cut:,} characters)")
@@ -238,12 +238,6 @@ def _write_tokens(path: Path, tok, texts, dtype, bar) -> int:
             bar.set_postfix_str(f"{path.stem} {count:,} tokens, {count / (time.perf_counter() - start):,.0f} tokens/s",
                                 refresh=False)
     return count
-
-
-def _bar(total: int, desc: str, progress: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="B", unit_scale=True, delay=PROGRESS_DELAY, disable=not progress)
 
 
 # ---------------------------------------------------------------------------------------------

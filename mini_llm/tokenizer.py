@@ -13,7 +13,6 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
-
 from tokenizers import Tokenizer
 from tokenizers.implementations import ByteLevelBPETokenizer
 
