@@ -221,3 +221,17 @@ def test_memmapped_tokens_give_the_batches_and_windows_of_an_array(prepared):
     for limit in (None, 5):
         assert all(torch.equal(p, q) for p, q in zip(eval_windows(prepared.val, 16, limit),
                                                      eval_windows(np.array(prepared.val), 16, limit)))
+
+
+def test_streaming_prepare_of_the_default_corpus_is_one_encode_call_per_split(shakespeare, monkeypatch, tmp_path):
+    """The real corpus and the real vocab-8000 tokenizer, read in odd-sized blocks and encoded in
+    small batches: the tokenizer of the whole training split, and each split's ids of one call."""
+    from mini_llm import corpus, tokenizer
+
+    monkeypatch.setattr(corpus, "READ_BYTES", 100_003)
+    monkeypatch.setattr(tokenizer, "BATCH_CHARS", 50_000)
+    prep = prepare_dataset([shakespeare], folder=tmp_path / "prep", log=lambda *a: None, progress=False)
+    train_text, val_text = split_text(shakespeare.read_text(encoding="utf-8"), 0.1)
+    assert prep.tokenizer.to_str() == train_tokenizer_from_text(train_text, 8000, 2).to_str()
+    for ids, text in ((prep.train, train_text), (prep.val, val_text)):
+        assert np.array_equal(ids, prep.tokenizer.encode(text).ids)
