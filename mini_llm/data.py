@@ -10,9 +10,15 @@ Layout of a prepared dataset folder (`data/prepared/<corpus>-v<vocab>/`):
     train.bin, val.bin                       token ids, uint16 (uint32 for vocabularies > 65,536)
     meta.json                                corpus and tokenizer hashes, counts, timings
 A cache is reused only while the corpus files and the tokenizer are byte-for-byte unchanged.
+
+Preparing streams the corpus block by block, so its memory does not grow with the corpus: the
+tokenizer trains from an iterator (on a stated sample of a very large training split), the ids
+are appended to the .bin files as they come, and meta.json, written last, is what makes a cache
+trusted. The token arrays are memory-mapped: batches and windows read only the rows they need.
 """
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,24 +27,31 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from mini_llm.corpus import check_corpus, resolve_sources
+from mini_llm.corpus import Corpus, progress_bar, resolve_sources, scan_corpus
 from mini_llm.errors import UserError
-from mini_llm.files import atomic_write_bytes, sha256_file
+from mini_llm.files import atomic_file, atomic_write_bytes, sha256_file
 from mini_llm.paths import data_dir, display
 from mini_llm.tokenizer import (
     MIN_FREQUENCY,
     VOCAB_SIZE,
     check_vocab_size,
-    encode_fast,
+    cut_pieces,
+    encode_iterable,
     load_tokenizer,
     save_tokenizer,
     tokenizer_hash,
-    train_tokenizer_from_text,
+    train_tokenizer_from_texts,
 )
 
 VAL_FRACTION = 0.1  # the last tenth of the text is held out
 IGNORE_INDEX = -100  # a target the loss skips: F.cross_entropy's default ignore_index, so MiniGPT's loss skips it too
-CACHE_VERSION = 2  # 2: pieces cut only where encoding is unchanged (caches made by 1 hold stray `ĊĊ` ids)
+# 3: streamed, the tokenizer of a large corpus trained on a sample (the key says how large);
+# 2: pieces cut only where encoding is unchanged (caches made by 1 hold stray `ĊĊ` ids)
+CACHE_VERSION = 3
+# The tokenizer trains on the whole training split up to this many characters, and on a sample
+# of that size beyond: its trainer's memory grows with the distinct words it sees, and merges
+# learned from 250 MB of text are those of more.
+TOKENIZER_SAMPLE_CHARS = 250_000_000
 
 
 def token_dtype(vocab_size: int):
@@ -74,8 +87,10 @@ class Prepared:
         lines = [
             f"tokenizer: {display(self.folder / 'tokenizer.json')} | vocab {self.vocab_size:,}"
             + (f" (asked {m['vocab_size_asked']:,}: the corpus has fewer merges)" if m["vocab_size_asked"] != self.vocab_size else ""),
-            f"tokens: train {len(self.train):,} | val {len(self.val):,} | {m['chars_per_token']:.2f} characters/token",
         ]
+        if m.get("tokenizer_trained_on"):
+            lines.append(f"tokenizer trained on {m['tokenizer_trained_on']}")
+        lines.append(f"tokens: train {len(self.train):,} | val {len(self.val):,} | {m['chars_per_token']:.2f} characters/token")
         if "seconds" in m:
             s = m["seconds"]
             lines.append(f"time: tokenizer {s['tokenizer']:.2f} s | encode {s['encode']:.2f} s"
@@ -103,7 +118,7 @@ def prepared_folder(files: list[Path], vocab_size: int, tokenizer=None) -> Path:
 
 
 def load_tokens(folder: Path, tokenizer) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Load cached train/val arrays, refusing arrays that were encoded with another tokenizer."""
+    """Open cached train/val arrays (memory-mapped), refusing arrays encoded with another tokenizer."""
     folder = Path(folder)
     meta_path = folder / "meta.json"
     try:
@@ -120,29 +135,34 @@ def load_tokens(folder: Path, tokenizer) -> tuple[np.ndarray, np.ndarray, dict]:
     dtype = np.dtype(meta["dtype"])
     arrays = []
     for split in ("train", "val"):
-        path = folder / f"{split}.bin"
-        if not path.exists() or path.stat().st_size != meta[f"{split}_tokens"] * dtype.itemsize:
+        path, count = folder / f"{split}.bin", meta[f"{split}_tokens"]
+        if not path.exists() or path.stat().st_size != count * dtype.itemsize:
             raise UserError(f"{display(path)}: missing or truncated; run `mini-llm prepare` again")
-        arrays.append(np.fromfile(path, dtype=dtype))
+        # Memory-mapped: nothing is read until a batch or a window asks for its rows.
+        arrays.append(np.memmap(path, dtype=dtype, mode="r", shape=(count,)) if count else np.zeros(0, dtype))
     return arrays[0], arrays[1], meta
 
 
 def prepare_dataset(sources, vocab_size: int = VOCAB_SIZE, min_frequency: int = MIN_FREQUENCY,
                     val_fraction: float = VAL_FRACTION,
-                    folder: Path | None = None, log=print, tokenizer=None) -> Prepared:
+                    folder: Path | None = None, log=print, tokenizer=None, progress: bool = True) -> Prepared:
     """Train (or reuse) the tokenizer for `sources` and encode train/val token arrays (or reuse them).
 
-    With `tokenizer` (fine-tuning, resuming), no tokenizer is trained: the text is encoded with
-    that one, so the ids mean what the model learned they mean.
+    `sources`: files or folders, or a `Corpus` already scanned. With `tokenizer` (fine-tuning,
+    resuming), no tokenizer is trained: the text is encoded with that one, so the ids mean what
+    the model learned they mean. Memory stays bounded whatever the corpus size (the module's
+    docstring); progress bars show when a stage takes more than a few seconds.
     """
-    files = resolve_sources(sources)
+    corpus = sources if isinstance(sources, Corpus) else None
+    files = corpus.files if corpus is not None else resolve_sources(sources)
     if tokenizer is not None:
         vocab_size, min_frequency = tokenizer.get_vocab_size(), None
     check_vocab_size(vocab_size)
     folder = Path(folder) if folder else prepared_folder(files, vocab_size, tokenizer)
     key = {"version": CACHE_VERSION, "corpus": _corpus_key(files), "vocab_size_asked": vocab_size,
            "min_frequency": min_frequency, "val_fraction": val_fraction,
-           "given_tokenizer": tokenizer_hash(tokenizer) if tokenizer is not None else None}
+           "given_tokenizer": tokenizer_hash(tokenizer) if tokenizer is not None else None,
+           "tokenizer_sample_chars": TOKENIZER_SAMPLE_CHARS if tokenizer is None else None}
 
     meta_path = folder / "meta.json"
     old = json.loads(meta_path.read_text()) if meta_path.exists() else {}
@@ -157,26 +177,67 @@ def prepare_dataset(sources, vocab_size: int = VOCAB_SIZE, min_frequency: int = 
     elif old:
         log(f"note: the corpus or settings changed since {display(folder)} was made; rebuilding it")
 
-    text = check_corpus(files)
-    train_text, val_text = split_text(text, val_fraction)
+    corpus = corpus if corpus is not None else scan_corpus(files, progress)
+    cut = corpus.split_point(val_fraction)
+    # From here until the new meta.json, nothing in the folder is trusted: an interrupted prepare
+    # leaves no cache that a later run would reuse (and no temporary files from an earlier one).
+    meta_path.unlink(missing_ok=True)
+    for stale in folder.glob(".*.tmp"):
+        stale.unlink()
     t0 = time.perf_counter()
     # Train the tokenizer on the training split only, so validation text stays unseen.
-    tok = tokenizer if tokenizer is not None else train_tokenizer_from_text(train_text, vocab_size, min_frequency)
+    tok, trained_on = (tokenizer, None) if tokenizer is not None else \
+        _train_tokenizer(corpus, cut, vocab_size, min_frequency, progress)
     t1 = time.perf_counter()
     dtype = token_dtype(tok.get_vocab_size())
-    train = encode_fast(tok, train_text).astype(dtype)
-    val = encode_fast(tok, val_text).astype(dtype)
+    with progress_bar(corpus.bytes, "encode", progress) as bar:
+        counts = [_write_tokens(folder / f"{split}.bin", tok, corpus.texts(a, b, bar), dtype, bar)
+                  for split, a, b in (("train", 0, cut), ("val", cut, corpus.chars))]
     t2 = time.perf_counter()
 
     save_tokenizer(tok, folder)
-    atomic_write_bytes(folder / "train.bin", train.tobytes())
-    atomic_write_bytes(folder / "val.bin", val.tobytes())
     meta = dict(key, tokenizer_sha256=tokenizer_hash(tok), vocab_size=tok.get_vocab_size(), dtype=np.dtype(dtype).name,
-                train_tokens=len(train), val_tokens=len(val), train_chars=len(train_text), val_chars=len(val_text),
-                chars_per_token=len(text) / max(1, len(train) + len(val)),
-                seconds={"tokenizer": t1 - t0, "encode": t2 - t1})
-    atomic_write_bytes(meta_path, json.dumps(meta, indent=2).encode())
+                train_tokens=counts[0], val_tokens=counts[1], train_chars=cut, val_chars=corpus.chars - cut,
+                chars_per_token=corpus.chars / max(1, sum(counts)), tokenizer_trained_on=trained_on,
+                seconds={"scan": corpus.seconds, "tokenizer": t1 - t0, "encode": t2 - t1})
+    atomic_write_bytes(meta_path, json.dumps(meta, indent=2).encode())  # last: now the cache is whole
+    train, val, meta = load_tokens(folder, tok)
     return Prepared(folder, tok, train, val, meta)
+
+
+def _train_tokenizer(corpus: Corpus, cut: int, vocab_size: int, min_frequency: int, progress: bool):
+    """The tokenizer of the training split (characters [0, cut)): trained on all of it while it
+    fits TOKENIZER_SAMPLE_CHARS, else on every k-th block of it; and what it was trained on, in words."""
+    spans = list(corpus.spans(0, cut))
+    if cut <= TOKENIZER_SAMPLE_CHARS:
+        with progress_bar(sum(b.end - b.start for _, b in spans), "train tokenizer", progress) as bar:
+            tok = train_tokenizer_from_texts(cut_pieces(corpus.texts(0, cut, bar)), vocab_size, min_frequency)
+        return tok, f"the whole training split ({cut:,} characters)"
+    every = math.ceil(cut / TOKENIZER_SAMPLE_CHARS)
+    sample = [b for offset, b in spans if b.path is not None and offset + b.chars <= cut][::every]
+    with progress_bar(sum(b.end - b.start for b in sample), "train tokenizer", progress) as bar:
+        tok = train_tokenizer_from_texts(_read_each(corpus, sample, bar), vocab_size, min_frequency)
+    return tok, (f"a sample of the training split: 1 block in {every} "
+                 f"({sum(b.chars for b in sample):,} of {cut:,} characters)")
+
+
+def _read_each(corpus: Corpus, blocks, bar):
+    for block in blocks:
+        bar.update(block.end - block.start)
+        yield corpus.read(block)
+
+
+def _write_tokens(path: Path, tok, texts, dtype, bar) -> int:
+    """Encode a stream of text into a token file, appending ids as they come; returns the count.
+    The file appears (renamed from a temporary one) only when it is whole."""
+    count, start = 0, time.perf_counter()
+    with atomic_file(path) as f:
+        for ids in encode_iterable(tok, texts):
+            f.write(ids.astype(dtype).tobytes())
+            count += len(ids)
+            bar.set_postfix_str(f"{path.stem} {count:,} tokens, {count / (time.perf_counter() - start):,.0f} tokens/s",
+                                refresh=False)
+    return count
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,13 +247,14 @@ def prepare_dataset(sources, vocab_size: int = VOCAB_SIZE, min_frequency: int = 
 class TextDataset(Dataset):
     """Sliding windows: item i is x = ids[s:s+T], y = ids[s+1:s+T+1] with s = i*stride.
 
-    stride 1 gives a window at every offset; stride T gives non-overlapping windows.
+    stride 1 gives a window at every offset; stride T gives non-overlapping windows. `ids` is kept
+    as given (a memory-mapped token file stays on disk): each item reads its own T + 1 ids.
     """
 
     def __init__(self, ids, block_size: int, stride: int = 1):
         if stride < 1:
             raise UserError(f"stride {stride} must be at least 1")
-        self.ids = torch.from_numpy(np.asarray(ids).astype(np.int64))
+        self.ids = ids if isinstance(ids, torch.Tensor) else np.asarray(ids)
         if len(self.ids) < block_size + 1:
             raise UserError(f"{len(self.ids):,} tokens cannot fill one window of {block_size} + 1 tokens; use more text or a smaller block size")
         self.block_size, self.stride = block_size, stride
@@ -202,7 +264,7 @@ class TextDataset(Dataset):
 
     def __getitem__(self, i: int):
         s = i * self.stride
-        chunk = self.ids[s : s + self.block_size + 1]
+        chunk = as_tensor(self.ids[s : s + self.block_size + 1])
         return chunk[:-1], chunk[1:]  # (T,), (T,)
 
     def batch(self, indices: torch.Tensor):
@@ -236,6 +298,14 @@ class PackedRows(Dataset):
         return self.x[indices], self.y[indices]
 
 
+def as_tensor(ids) -> torch.Tensor:
+    """Token ids (a tensor, a numpy or memory-mapped array, a list) as an int64 tensor: the rows
+    asked for are read and converted, never the whole file."""
+    if isinstance(ids, torch.Tensor):
+        return ids.long()
+    return torch.from_numpy(np.asarray(ids).astype(np.int64))
+
+
 def make_loader(ids, block_size: int, batch_size: int, stride: int = 1, shuffle: bool = True,
                 seed: int = 0, drop_last: bool = True) -> DataLoader:
     """A DataLoader over sliding windows, shuffled reproducibly by `seed`."""
@@ -246,26 +316,32 @@ def make_loader(ids, block_size: int, batch_size: int, stride: int = 1, shuffle:
 
 def get_batch(ids, batch_size: int, block_size: int, generator: torch.Generator | None = None):
     """nanoGPT-style batch: `batch_size` windows at random offsets. Returns x, y of shape (B, T)."""
-    data = ids if isinstance(ids, torch.Tensor) else torch.from_numpy(np.asarray(ids).astype(np.int64))
-    starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
-    return windows_at(data, starts, block_size)
+    starts = torch.randint(len(ids) - block_size, (batch_size,), generator=generator)
+    return windows_at(ids, starts, block_size)
 
 
-def windows_at(data: torch.Tensor, starts: torch.Tensor, block_size: int):
-    """Inputs and targets of the windows starting at `starts` (B,): x, y of shape (B, T)."""
-    windows = data[starts[:, None] + torch.arange(block_size + 1)]  # (B, T+1)
+def windows_at(data, starts: torch.Tensor, block_size: int):
+    """Inputs and targets of the windows starting at `starts` (B,): x, y of shape (B, T).
+    `data`: a 1-D tensor, or a numpy (memory-mapped) array, of which only these rows are read."""
+    index = starts[:, None] + torch.arange(block_size + 1)  # (B, T+1)
+    windows = data[index] if isinstance(data, torch.Tensor) else as_tensor(np.asarray(data)[index.numpy()])
     return windows[:, :-1], windows[:, 1:]
 
 
-def eval_windows(ids, block_size: int, max_windows: int | None = None):
+def eval_windows(ids, block_size: int, max_windows: int | None = None, first: int = 0):
     """The fixed validation set: non-overlapping windows over the whole split, in order (of packed
-    rows: the rows, in order)."""
+    rows: the rows, in order). With `first` and `max_windows`: windows first .. first + max_windows
+    - 1 alone, and only their tokens are read (the split may be a memory-mapped file)."""
+    n = eval_window_count(ids, block_size, max_windows, first)
     if isinstance(ids, PackedRows):
-        return ids.x[: max_windows or None], ids.y[: max_windows or None]
-    data = torch.from_numpy(np.asarray(ids).astype(np.int64))
-    n = (len(data) - 1) // block_size
-    if max_windows:
-        n = min(n, max_windows)
+        return ids.x[first : first + n], ids.y[first : first + n]
+    data = as_tensor(ids[first * block_size : (first + n) * block_size + 1])
     x = data[: n * block_size].view(n, block_size)
     y = data[1 : n * block_size + 1].view(n, block_size)
     return x, y
+
+
+def eval_window_count(ids, block_size: int, max_windows: int | None = None, first: int = 0) -> int:
+    """How many windows `eval_windows` gives: those from `first` on that fit, at most `max_windows`."""
+    n = max((len(ids) if isinstance(ids, PackedRows) else (len(ids) - 1) // block_size) - first, 0)
+    return min(n, max_windows) if max_windows else n

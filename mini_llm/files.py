@@ -5,6 +5,7 @@ one, never half of one: write to a temporary file beside the target, flush it to
 (fsync), rename it into place, then fsync the folder so the rename itself is on the disk.
 """
 
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -20,14 +21,16 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write through a temporary file and a rename, so readers never see half a file."""
+@contextlib.contextmanager
+def atomic_file(path: Path):
+    """Open a temporary file beside `path` for writing (binary): when the block ends it is flushed
+    to the disk and renamed into place; on any error, Ctrl-C included, it is removed instead."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -35,6 +38,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_path(path.parent)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write through a temporary file and a rename, so readers never see half a file."""
+    with atomic_file(path) as f:
+        f.write(data)
 
 
 def sha256_file(path: Path) -> str:

@@ -29,13 +29,15 @@ def plot_losses(run_dir: Path, ax=None, save: Path | None = None):
     if train:
         ax.plot([r["step"] for r in train], [r["loss"] for r in train], label="train", alpha=0.8)
     # Periodic evals use a fixed subset of the val windows (they decide `best`); the final one
-    # also scores the whole split. Different sets give different numbers: draw them apart.
+    # also scores the whole split (or, on a large corpus, its first windows up to a fixed number of
+    # tokens). Different sets give different numbers: draw them apart.
     subset = [r for r in val if r.get("subset", True)]
     whole = [r for r in val if not r.get("subset", True)]
     if subset:
         ax.plot([r["step"] for r in subset], [r["val_loss"] for r in subset], "o-", label="val (fixed subset: decides best)")
     if whole:
-        ax.plot([r["step"] for r in whole], [r["val_loss"] for r in whole], "*", markersize=12, label="val (whole split)")
+        scored = "whole split" if whole[-1].get("whole_split", True) else f"first {whole[-1]['val_tokens']:,} tokens"
+        ax.plot([r["step"] for r in whole], [r["val_loss"] for r in whole], "*", markersize=12, label=f"val ({scored})")
     ax.set_xlabel("step")
     ax.set_ylabel("loss (nats / token)")
     ax.set_title(f"loss curves: {Path(run_dir).name}")

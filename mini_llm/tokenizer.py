@@ -9,8 +9,10 @@ trap 3 in docs/TRAPS.md).
 
 import hashlib
 import re
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import numpy as np
 from tokenizers import Tokenizer
 from tokenizers.implementations import ByteLevelBPETokenizer
 
@@ -24,14 +26,23 @@ MIN_FREQUENCY = 2  # a pair must occur this often to become a merge
 MIN_VOCAB = 257  # 256 byte tokens + <|endoftext|>
 MAX_VOCAB = 1 << 20  # beyond this the embedding table, not the token array, is the problem
 
-# Cut points for parallel encoding: after a single newline that sits between two characters that
-# are not whitespace. The byte-level pre-tokenizer (GPT-2's split regex) makes that newline a
-# pre-token of its own and starts afresh after it, so the pieces give exactly the ids of one
-# call. A cut after a run of newlines would not: a piece ending in "\n\n" keeps it as one
-# pre-token (`ĊĊ`) where the whole text has `Ċ`, `Ċ` (trap 12). Format characters that some
-# regex engines count as spaces are excluded too, to be safe.
+# Cut points for encoding in pieces (in parallel, or a stream a piece at a time), where the
+# pieces give exactly the ids of one call. The byte-level pre-tokenizer (GPT-2's split regex) never
+# joins a non-space to a space that follows it, and splits a run of whitespace before a word into
+# the run minus its last character (`\s+(?!\S)`) and that last character (which starts the next
+# pre-token). So two kinds of cut are safe:
+#   1. after a single newline between two characters that are not whitespace ("foul.\n|Foul"),
+#   2. inside a run of line breaks, before its last "\n" when a non-space follows ("foul.\n|\nFoul"):
+#      the piece ends in the run minus its last character, which `\s+(?!\S)` takes whole at the
+#      end of a text as it does before that "\n" in the whole text.
+# A cut after a whole run would not be safe: a piece ending in "\n\n" keeps it as one pre-token
+# (`ĊĊ`) where the whole text has `Ċ`, `Ċ` (trap 12). Not before "<" in the second kind: it may open
+# <|endoftext|>, which ends the text the regex sees, so there the whole run is one pre-token.
+# Format characters that some regex engines count as spaces are excluded from "non-space" too.
 _SOLID = r"[^\s\u180e\u200b-\u200d\u2060\ufeff]"
-_CUT = re.compile(rf"(?<={_SOLID}\n)(?={_SOLID})")
+_CUT = re.compile(rf"(?<={_SOLID}\n)(?={_SOLID})|(?<=[\r\n])(?=\n(?!<){_SOLID})")
+PIECE_CHARS = 4096  # text is cut into pieces of about this many characters
+BATCH_CHARS = 1 << 20  # a stream is encoded this many characters at a time (pieces in parallel)
 
 
 def check_vocab_size(vocab_size: int) -> None:
@@ -57,11 +68,20 @@ def train_tokenizer(files, vocab_size: int = VOCAB_SIZE, min_frequency: int = MI
 
 
 def train_tokenizer_from_text(text: str, vocab_size: int = VOCAB_SIZE, min_frequency: int = MIN_FREQUENCY) -> Tokenizer:
+    return train_tokenizer_from_texts([text], vocab_size, min_frequency)
+
+
+def train_tokenizer_from_texts(texts: Iterable[str], vocab_size: int = VOCAB_SIZE,
+                               min_frequency: int = MIN_FREQUENCY) -> Tokenizer:
+    """Train on texts, each counted as a text of its own and read piece by piece: the trainer keeps
+    word counts, not text. For one big text given in chunks, pass `cut_pieces(chunks)`: pieces cut
+    where encoding is unchanged count the words of the whole text."""
     check_vocab_size(vocab_size)
     bpe = ByteLevelBPETokenizer()
     # Many small pieces let the Rust trainer count words in parallel (one string would not); cut
     # where encoding is unchanged, they give the same word counts, so the same merges, as one text.
-    bpe.train_from_iterator(split_for_encoding(text), vocab_size=vocab_size, min_frequency=min_frequency,
+    pieces = (piece for text in texts for piece in cut_pieces([text]))
+    bpe.train_from_iterator(pieces, vocab_size=vocab_size, min_frequency=min_frequency,
                             special_tokens=[EOT], show_progress=False)
     return bpe._tokenizer
 
@@ -111,27 +131,51 @@ def decode(tok: Tokenizer, ids) -> str:
     return tok.decode(list(ids), skip_special_tokens=False)
 
 
-def split_for_encoding(text: str, chunk_chars: int = 4096) -> list[str]:
+def split_for_encoding(text: str, chunk_chars: int | None = None) -> list[str]:
     """Split text into ~chunk_chars pieces at cut points that keep ids identical."""
-    pieces, start = [], 0
-    while start < len(text):
-        end = start + chunk_chars
-        if end >= len(text):
-            pieces.append(text[start:])
-            break
-        match = _CUT.search(text, end)
-        end = match.start() if match else len(text)
-        pieces.append(text[start:end])
-        start = end
-    return pieces
+    return list(cut_pieces([text], chunk_chars))
 
 
-def encode_fast(tok: Tokenizer, text: str):
+def cut_pieces(chunks: Iterable[str], piece_chars: int | None = None) -> Iterator[str]:
+    """Re-cut a stream of text, given in chunks cut anywhere, into pieces of about `piece_chars`
+    that end at cut points: encoded one by one, they give the ids of the whole text. Holds one
+    chunk plus the text since the last cut, whatever the length of the stream (a stretch with no
+    cut point at all, such as one huge line, is held whole)."""
+    piece_chars = piece_chars or PIECE_CHARS
+    text, scan = "", 0  # the text not yet given out; where the next cut may be
+    for chunk in chunks:
+        text += chunk
+        while (match := _CUT.search(text, max(scan, piece_chars))) is not None:
+            yield text[: match.start()]
+            text, scan = text[match.start() :], 0
+        # A cut needs the character after it (and the "\n" after that): the last one is not decided yet.
+        scan = max(len(text) - 1, 0)
+    if text:
+        yield text
+
+
+def encode_iterable(tok: Tokenizer, chunks: Iterable[str], batch_chars: int | None = None) -> Iterator[np.ndarray]:
+    """Encode a stream of text lazily: yields int64 id arrays, a batch of pieces at a time, that
+    concatenated equal `encode` of the whole text. Memory: one batch (`batch_chars` of text and its
+    encodings), not the stream."""
+    batch_chars = batch_chars or BATCH_CHARS
+    batch, size = [], 0
+    for piece in cut_pieces(chunks):
+        batch.append(piece)
+        size += len(piece)
+        if size >= batch_chars:
+            yield _encode_batch(tok, batch)
+            batch, size = [], 0
+    if batch:
+        yield _encode_batch(tok, batch)
+
+
+def encode_fast(tok: Tokenizer, text: str) -> np.ndarray:
     """Encode a large text with `encode_batch` (parallel in Rust); same ids as `encode`."""
-    import numpy as np
+    return np.concatenate([np.zeros(0, dtype=np.int64), *encode_iterable(tok, [text])])
 
-    pieces = split_for_encoding(text)
+
+def _encode_batch(tok: Tokenizer, pieces: list[str]) -> np.ndarray:
+    """The pieces' ids, one after the other (encoded in parallel in Rust)."""
     encodings = tok.encode_batch_fast(pieces) if hasattr(tok, "encode_batch_fast") else tok.encode_batch(pieces)
-    if not encodings:
-        return np.zeros(0, dtype=np.int64)
     return np.concatenate([np.asarray(e.ids, dtype=np.int64) for e in encodings])

@@ -5,6 +5,7 @@
     speed.py       model, step, train: tokens per second of a training step and of the loop
     quality.py     quality: nats per character after a fixed training budget (the ablation)
     tokenizer.py   tokenizer: BPE training and encoding speed
+    prepare.py     prepare: `mini-llm prepare` on a corpus of any size, time per stage and peak memory
     inference.py   generate, onnx: generation speed, onnxruntime against PyTorch
     chat.py        chat: what chat fine-tuning bought, on the held-out conversations
 

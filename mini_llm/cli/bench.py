@@ -5,10 +5,12 @@ import argparse
 from mini_llm.bench import speed
 from mini_llm.bench.chat import REPLY_TOKENS, bench_chat
 from mini_llm.bench.inference import bench_generate, bench_onnx
+from mini_llm.bench.prepare import bench_prepare
 from mini_llm.bench.quality import VARIANTS, bench_quality
 from mini_llm.bench.speed import STEP_VARIANTS
 from mini_llm.bench.tokenizer import bench_tokenizer
 from mini_llm.cli.train import add_config_arguments, config_from_args
+from mini_llm.corpus import parse_size
 from mini_llm.device import set_threads
 from mini_llm.errors import UserError
 from mini_llm.tokenizer import VOCAB_SIZE
@@ -30,6 +32,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s = bench("tokenizer", "HF BPE training and encoding speed, characters per token; the from-scratch BPE", machine=False)
     s.add_argument("--vocab-size", type=int, default=VOCAB_SIZE, help=f"default {VOCAB_SIZE}")
     s.add_argument("--data", help="a second corpus beside the default one (default: data/tinyshakespeare.txt if there)")
+    s = bench("prepare", "`mini-llm prepare` on a corpus of each size in a child process: time per stage, tokens/s, "
+                         "peak memory; then `train --max-steps N` on it", machine=False)
+    s.add_argument("--sizes", nargs="+", default=["50MB"], metavar="SIZE",
+                   help="corpus sizes (e.g. 250MB 1GB), each built from the Shakespeare corpus with variation "
+                        "in a temporary folder (default 50MB)")
+    s.add_argument("--corpus", help="prepare this file instead (e.g. data/tinystories.txt)")
+    s.add_argument("--vocab-size", type=int, default=VOCAB_SIZE, help=f"default {VOCAB_SIZE}")
+    s.add_argument("--train-steps", type=int, default=5, help="then `mini-llm train --max-steps N` on it (0: no training; default 5)")
+    s.add_argument("--workdir", help="where the temporary folders go (default: the system's temp folder; "
+                                     "it needs about twice the corpus size free)")
     s = bench("model", "one forward + backward + AdamW step: tokens/s, FLOP/s and MFU against the matmul peak")
     _add_timed(s)
     s = bench("step", "one training step against the reference minimal GPT's, timed round-robin in one process")
@@ -94,6 +106,11 @@ def cmd_bench(args) -> int:
         if args.max_new_tokens < 1 or args.verbatim < 0:
             raise UserError("--max-new-tokens must be at least 1 and --verbatim 0 or more")
         bench_chat(args.checkpoint, args.data, args.max_new_tokens, args.verbatim, args.seed, args.device)
+    elif args.what == "prepare":
+        if args.train_steps < 0:
+            raise UserError("--train-steps must be 0 (no training) or more")
+        bench_prepare([parse_size(size, "--sizes") for size in args.sizes], args.corpus, args.vocab_size,
+                      args.train_steps, args.workdir)
     elif args.what == "tokenizer":
         bench_tokenizer(args.vocab_size, args.data)
     elif args.what in ("model", "step", "train"):

@@ -9,7 +9,7 @@ from dataclasses import fields
 from mini_llm.device import set_threads
 from mini_llm.model import ARCHS, CHOICES
 from mini_llm.train import RECIPES, TrainConfig, train
-from mini_llm.train.config import PRECISIONS
+from mini_llm.train.config import FINAL_EVAL_TOKENS, PRECISIONS
 
 DEFAULT = {f.name: f.default for f in fields(TrainConfig)}
 
@@ -81,8 +81,10 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("evaluation, samples and the machine")
     _add(g, "eval_interval")
     _add(g, "eval_windows", help="the fixed val subset every eval scores (it alone decides best); "
-                                 "the final eval also scores the whole split")
-    g.add_argument("--final-eval-windows", type=int, default=None, help="val windows for the final eval (default: all)")
+                                 "the final eval also scores a larger share of the split")
+    g.add_argument("--final-eval-windows", type=int, default=None,
+                   help=f"val windows for the final eval (default: the first {FINAL_EVAL_TOKENS:,} tokens' worth)")
+    g.add_argument("--final-eval-all", action="store_true", help="the final eval scores the whole val split")
     _add(g, "log_interval")
     _add(g, "samples", metavar="TOKENS", help="write this many tokens of generated text to samples.jsonl at step 0 "
                                               "and at every eval (0: none); with --chat, replies to 3 held-out "

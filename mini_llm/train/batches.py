@@ -17,7 +17,7 @@ class Batches:
     def __init__(self, ids, block_size: int, batch_size: int, seed: int, mode: str = "random", stride: int = 1,
                  rank: int = 0, world: int = 1):
         self.windows = ids if isinstance(ids, PackedRows) else TextDataset(ids, block_size, stride)
-        self.ids = getattr(self.windows, "ids", None)  # text: (N,) int64
+        self.ids = getattr(self.windows, "ids", None)  # text: (N,) as given, a memory-mapped file read a batch at a time
         self.block_size, self.batch_size, self.seed, self.mode = block_size, batch_size, seed, mode
         self.rank, self.world = rank, world
         self.generator = torch.Generator().manual_seed(seed * 1000 + rank)  # random offsets: each rank its own

@@ -22,6 +22,9 @@ from mini_llm.tokenizer import MIN_FREQUENCY
 RECIPES = {"gpt2": dict(optimizer="adamw", lr=2e-3), "modern": dict(optimizer="muon", lr=2e-3),
            "tuned": dict(optimizer="muon", lr=3e-3)}
 MODEL_FIELDS = tuple(f.name for f in fields(GPTConfig))  # the fields that make the model
+# The final evaluation scores the val split's first windows up to this many tokens by default, so
+# its cost does not grow with the corpus (the default corpus's val split, about 150k tokens, fits).
+FINAL_EVAL_TOKENS = 262_144
 STOP_FIELDS = ("epochs", "max_steps", "time_budget")
 PRECISIONS = ("auto", "fp32", "bf16")  # the choices of precision and of muon_ns_dtype
 
@@ -72,7 +75,8 @@ class TrainConfig(GPTConfig):
     # evaluation and bookkeeping
     eval_interval: int = 250
     eval_windows: int = 128  # periodic evals use this many fixed val windows ...
-    final_eval_windows: int | None = None  # ... and the final one this many (None: the whole val split)
+    final_eval_windows: int | None = None  # ... and the final one this many (None: FINAL_EVAL_TOKENS' worth) ...
+    final_eval_all: bool = False  # ... or every window of the val split, however long it is
     log_interval: int = 10
     samples: int = 0  # tokens of text generated at step 0 and at every eval, into samples.jsonl (0: none; a chat
     # run always answers a few held-out questions there, in up to this many tokens each; 0: loop.CHAT_SAMPLE_TOKENS)
@@ -102,6 +106,12 @@ class TrainConfig(GPTConfig):
         given = {name: value for name, value in asdict(self).items() if name not in self.from_arch}
         return TrainConfig(**{**given, **changes})
 
+    def final_windows(self) -> int | None:
+        """How many val windows the final evaluation scores (None: all of them)."""
+        if self.final_eval_all:
+            return None
+        return self.final_eval_windows or max(1, FINAL_EVAL_TOKENS // self.block_size)
+
     def model_config(self, vocab_size: int) -> GPTConfig:
         """The model this run trains, with the vocabulary the tokenizer really has."""
         return GPTConfig(**dict({name: getattr(self, name) for name in MODEL_FIELDS}, vocab_size=vocab_size))
@@ -114,6 +124,8 @@ class TrainConfig(GPTConfig):
         for name in positive:
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
+        if self.final_eval_all and self.final_eval_windows is not None:
+            raise UserError("--final-eval-all scores every val window: drop --final-eval-windows, or --final-eval-all")
         if self.samples < 0:
             raise UserError(f"--samples must be 0 (none) or a number of tokens (got {self.samples})")
         if self.samples and not self.sample_prompt:

@@ -3,7 +3,7 @@
 cross-entropy -> AdamW, or Muon + AdamW (`optim.py`) -> linear warmup then cosine or WSD decay
 (`schedule.py`) -> gradient clipping -> optional gradient accumulation, on cuda, mps or cpu, in
 fp32 or bf16 autocast (`--precision`). Validation on a fixed subset of windows (the one measure that decides `best`;
-the final eval also scores the whole split), `last` and `best` checkpoints, Ctrl-C saves,
+the final eval also scores the split, up to a fixed number of tokens), `last` and `best` checkpoints, Ctrl-C saves,
 metrics to JSONL, a loss-curve PNG and, if asked, generated samples. `session.py` sets a session
 up (new, resumed or fine-tuned); `distributed.py` makes it data-parallel under torchrun.
 
@@ -28,7 +28,8 @@ import torch
 
 from mini_llm.chat import answer
 from mini_llm.checkpoint import save_checkpoint
-from mini_llm.data import IGNORE_INDEX, Prepared, eval_windows
+from mini_llm.corpus import PROGRESS_DELAY
+from mini_llm.data import IGNORE_INDEX, Prepared, eval_window_count, eval_windows
 from mini_llm.generate import Sampling, TorchRunner, generate
 from mini_llm.model import ARCHS
 from mini_llm.optim import set_lr
@@ -43,15 +44,21 @@ CHAT_SAMPLE_TOKENS = 64  # ... in up to this many tokens each, unless cfg.sample
 
 @torch.no_grad()
 def evaluate(model, val_ids, block_size: int, device, chars_per_token: float, max_windows: int | None = None,
-             batch_size: int = 32, autocast=contextlib.nullcontext) -> dict:
-    """Mean loss per counted token (targets that are not IGNORE_INDEX) over the fixed validation
-    windows (or packed rows), with perplexity and nats per character."""
+             batch_size: int = 32, autocast=contextlib.nullcontext, progress: bool = False) -> dict:
+    """Mean loss per counted token (targets that are not IGNORE_INDEX) over the first `max_windows`
+    fixed validation windows (or packed rows; None: all), with perplexity, nats per character and
+    what was scored. The windows are read a batch at a time (the split may be a memory-mapped file
+    of any size); with `progress`, a bar shows if that takes long."""
+    from tqdm.auto import tqdm
+
     was_training = model.training
     model.eval()
-    x_all, y_all = eval_windows(val_ids, block_size, max_windows)
+    n = eval_window_count(val_ids, block_size, max_windows)
     total, count = 0.0, 0
-    for i in range(0, len(x_all), batch_size):
-        x, y = x_all[i : i + batch_size].to(device), y_all[i : i + batch_size].to(device)
+    for i in tqdm(range(0, n, batch_size), desc="final eval", unit="batch", delay=PROGRESS_DELAY, leave=False,
+                  disable=not progress, file=sys.stderr):
+        x, y = eval_windows(val_ids, block_size, min(batch_size, n - i), first=i)  # windows i .. i + B - 1
+        x, y = x.to(device), y.to(device)
         with autocast():
             _, loss = model(x, y)
         counted = int((y != IGNORE_INDEX).sum())  # every target of text; the assistant's of conversations
@@ -60,7 +67,8 @@ def evaluate(model, val_ids, block_size: int, device, chars_per_token: float, ma
     model.train(was_training)
     loss = total / max(count, 1)
     return {"val_loss": loss, "val_ppl": math.exp(min(loss, 50)), "val_nats_per_char": loss / chars_per_token,
-            "val_tokens": count}
+            "val_tokens": count, "val_windows": n, "val_split_windows": eval_window_count(val_ids, block_size),
+            "whole_split": n == eval_window_count(val_ids, block_size)}
 
 
 def train(cfg: TrainConfig, data=None, out: Path | str | None = None, resume: bool = False,
@@ -120,7 +128,7 @@ def _loop(session: Session, log, progress: bool, on_step) -> dict:
         log(f"\ninterrupted at step {state.step}: saving {display(session.out / 'last')} ...")
     bar.close()
     state.train_seconds = clock.seconds()
-    return _finish(session, interrupted, clock, start_step, log)
+    return _finish(session, interrupted, clock, start_step, log, progress)
 
 
 class _Clock:
@@ -200,16 +208,17 @@ def _evaluate_and_save(session: Session, save_last: bool = True) -> dict:
     return result
 
 
-def _finish(session: Session, interrupted: bool, clock: "_Clock", start_step: int, log) -> dict:
-    """Final evals (the subset, which can still win `best`, and the whole split, reported), the
-    last checkpoint, the plot, the summary and what to do next."""
+def _finish(session: Session, interrupted: bool, clock: "_Clock", start_step: int, log, progress: bool = False) -> dict:
+    """Final evals (the subset, which can still win `best`, and the split's first windows up to
+    cfg.final_windows(), reported), the last checkpoint, the plot, the summary and what to do next."""
     cfg, state = session.cfg, session.state
     in_sync = distributed.ranks_in_sync(session.model, session.world)
     final = {}
     if not interrupted:
         if state.step % cfg.eval_interval:  # the subset not scored at this step yet: it may still win `best`
             _evaluate_and_save(session, save_last=False)
-        final = distributed.from_rank0(_run_eval(session, cfg.final_eval_windows) if session.rank == 0 else None, session.world)
+        final = distributed.from_rank0(_run_eval(session, cfg.final_windows(), progress) if session.rank == 0 else None,
+                                       session.world)
         _write_metrics(session, {"step": state.step, **final, "subset": False})  # reported, never compared with the subset
     _save(session, "last", {"val": final} if final else None)
     if session.rank == 0:
@@ -220,8 +229,11 @@ def _finish(session: Session, interrupted: bool, clock: "_Clock", start_step: in
                "precision": session.precision,
                "best_val_loss": state.best_val, "interrupted": interrupted, "ranks_in_sync": in_sync, **final}
     if final:
+        scored = "the whole val split" if final["whole_split"] else (f"the first {final['val_windows']:,} of "
+                                                                    f"{final['val_split_windows']:,} val windows "
+                                                                    f"({final['val_tokens']:,} tokens; --final-eval-all: all)")
         log(f"done: {state.step:,} steps in {seconds:.0f} s | val loss {final['val_loss']:.3f} | "
-            f"perplexity {final['val_ppl']:.1f} | {final['val_nats_per_char']:.3f} nats/char")
+            f"perplexity {final['val_ppl']:.1f} | {final['val_nats_per_char']:.3f} nats/char on {scored}")
     out = display(session.out)
     log(f"checkpoints: {out}/best (best val), {out}/last (for --resume)")
     done = state.train_seconds
@@ -272,9 +284,9 @@ def _log_step(session: Session, bar, speed: _Speed, loss: float, lr: float, seco
         epoch_hint(session.steps_per_epoch, session.tokens_per_step, tok_s)
 
 
-def _run_eval(session: Session, max_windows: int | None) -> dict:
+def _run_eval(session: Session, max_windows: int | None, progress: bool = False) -> dict:
     return evaluate(session.model, session.prepared.val, session.cfg.block_size, session.device, session.chars_per_token, max_windows,
-                    autocast=session.eval_autocast)
+                    autocast=session.eval_autocast, progress=progress)
 
 
 def _write_metrics(session: Session, record: dict) -> None:

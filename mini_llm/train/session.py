@@ -197,7 +197,7 @@ def resumed_config(cfg: TrainConfig, source: Path, data):
     meta = read_meta(source)
     saved = {"arch": "gpt2"}  # runs saved before there was a choice: the classic model (with AdamW)
     saved.update({f.name: meta["train_config"][f.name] for f in fields(TrainConfig) if f.name in meta["train_config"]})
-    for name in (*STOP_FIELDS, "device", "eval_interval", "log_interval", "compile"):
+    for name in (*STOP_FIELDS, "device", "eval_interval", "final_eval_windows", "final_eval_all", "log_interval", "compile"):
         saved[name] = getattr(cfg, name)
     saved_data = meta.get("data")
     if data and saved_data and _resolved(data) != _resolved(saved_data):

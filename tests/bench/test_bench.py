@@ -90,7 +90,7 @@ def test_quality_reads_the_corpus_where_prepare_puts_it(home, monkeypatch):
     from tests.conftest import REPO
 
     served = []
-    monkeypatch.setattr("mini_llm.corpus.download", lambda url, out, sha256: served.append(out))
+    monkeypatch.setattr("mini_llm.corpus.download", lambda url, out, sha256, **options: served.append(out))
     try:
         prepare_corpus("tinyshakespeare")
     except UserError:
@@ -112,3 +112,39 @@ def test_bench_chat_on_a_tiny_chat_run(chat_run, trained_run, capsys):
     from tests.conftest import one_error_line, run_cli
 
     assert "is not chat-tuned" in one_error_line(run_cli("bench", "chat", trained_run))
+
+
+def test_prepare_corpus_is_varied_and_at_least_the_size(tmp_path):
+    from mini_llm.bench.prepare import make_corpus
+
+    a = make_corpus(600_000, tmp_path / "a.txt").read_bytes()
+    assert 600_000 <= len(a) < 700_000 and a.endswith(b"\n\n") and a.decode("utf-8")
+    assert make_corpus(600_000, tmp_path / "b.txt").read_bytes() == a  # seeded
+    speeches = a.split(b"\n\n")
+    assert len(set(speeches)) > 0.9 * len(speeches)  # not one text repeated: its speeches in other orders
+    assert make_corpus(600_000, tmp_path / "c.txt", seed=1).read_bytes() != a
+
+
+def test_bench_prepare_measures_a_child_process(tmp_path, capsys):
+    """On a tiny corpus (the logic only): prepare and then train in child processes, each with its
+    peak memory, the stages from the cache's meta.json, a row per size or for a given corpus."""
+    from mini_llm.bench.prepare import bench_prepare
+
+    tiny = ("--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--block-size", "16", "--batch-size", "2",
+            "--final-eval-windows", "2", "--arch", "gpt2")
+    rows = bench_prepare([40_000], vocab_size=300, train_steps=2, workdir=str(tmp_path), train_args=tiny)
+    row = rows[0]
+    assert 0.04 <= row["corpus MB"] < 0.05 and row["tokens"] > 5000 and row["tokenizer on"] == "whole train split"
+    assert row["prepare s"] > row["tokenizer s"] > 0 and row["encode tokens/s"] > 0
+    assert 10 * 2**20 < row["peak RSS GB"] * 1e9 < 8 * 2**30 and row["train 2 steps s"] > 0
+    assert "| corpus MB" in capsys.readouterr().out and not list(tmp_path.iterdir())  # its temporary folder is gone
+    given = tmp_path / "given.txt"
+    given.write_text("Once upon a time.\n" * 400)
+    assert bench_prepare([], corpus=str(given), vocab_size=300, train_steps=0, workdir=str(tmp_path))[0]["corpus MB"] == 0.0072
+    with pytest.raises(UserError, match="failed"):
+        bench_prepare([], corpus=str(given), vocab_size=100, train_steps=0, workdir=str(tmp_path))
+
+
+def test_bench_prepare_flags():
+    assert "--sizes 'lots' is not a size" in one_error_line(run_cli("bench", "prepare", "--sizes", "lots"))
+    assert "--train-steps must be 0" in one_error_line(run_cli("bench", "prepare", "--train-steps", "-1"))

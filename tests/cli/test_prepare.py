@@ -11,6 +11,7 @@ def test_cli_prepare_reports_what_it_wrote(corpus_file):
     assert proc.returncode == 0, proc.stderr.decode()
     assert "bytes" in out and "characters" in out and "lines" in out
     assert "vocab 300" in out and "characters/token" in out and "total:" in out
+    assert "tokenizer trained on the whole training split" in out
 
 
 @pytest.mark.parametrize("name, content, message", [
@@ -36,3 +37,11 @@ def test_prepare_source_chat_writes_the_default_chat_set(home):
     assert proc.returncode == 0, proc.stderr.decode()
     assert "held out by question" in proc.stdout.decode()
     assert len(read_conversations(home / "data" / "chat.jsonl")) > 800
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--max-bytes", "5MB"], "--max-bytes takes a prefix of --source tinystories"),
+    (["--source", "tinystories", "--max-bytes", "fifty"], "--max-bytes 'fifty' is not a size"),
+])
+def test_cli_prepare_bad_max_bytes(args, message):
+    assert message in one_error_line(run_cli("prepare", *args))

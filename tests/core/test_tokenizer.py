@@ -117,3 +117,71 @@ def test_pieces_train_the_same_tokenizer_as_one_text():
     whole = ByteLevelBPETokenizer()
     whole.train_from_iterator([text], vocab_size=400, min_frequency=2, special_tokens=[EOT], show_progress=False)
     assert train_tokenizer_from_text(text, 400, 2).to_str() == whole._tokenizer.to_str()
+
+
+# --- streams: pieces cut where the ids provably stay the same --------------------------------
+
+ALPHABET = ["a", "Zb", " ", "  ", "\n", "\n", "\n", "\r", "\t", "\u00a0", "\u2028", "\u3000", "\x0b", "\x85",
+            "é", "1", ".", "'s", EOT, "\u200b", "\ufeff", "<"]
+
+
+@pytest.fixture(scope="module")
+def space_tok():
+    """A tokenizer with merges for runs of whitespace (`ĊĊ`, `čĊ`, ...): where a cut changed the
+    pre-tokens, its ids would differ."""
+    return train_tokenizer_from_text(make_text(2000, seed=1) + "\r\n\n \t\n\n\nx" * 100, 400)
+
+
+def test_every_cut_point_keeps_the_ids(space_tok):
+    """Both kinds of cut (after "x\\n" before a non-space; inside a run of line breaks, before its
+    last "\\n") on random strings of whitespace, words, special tokens and format characters."""
+    import random
+
+    from mini_llm.tokenizer import _CUT
+
+    tok = space_tok
+    rng = random.Random(0)
+    checked = 0
+    for _ in range(3000):
+        text = "".join(rng.choice(ALPHABET) for _ in range(rng.randint(2, 30)))
+        whole = tok.encode(text).ids
+        for cut in (m.start() for m in _CUT.finditer(text)):
+            checked += 1
+            assert tok.encode(text[:cut]).ids + tok.encode(text[cut:]).ids == whole, (text, cut)
+    assert checked > 500
+
+
+def test_blank_line_paragraphs_can_be_cut(tok):
+    """One-line paragraphs between blank lines have no single newline between words: the second
+    kind of cut still splits them (and Windows line ends), so memory stays bounded."""
+    for sep in ("\n\n", "\r\n\r\n", "\n\n\n"):
+        text = sep.join(make_text(400, seed=7).replace("\n", " ").split(". ")) + "\n"
+        pieces = split_for_encoding(text, chunk_chars=256)
+        assert "".join(pieces) == text and len(pieces) > 10, repr(sep)
+        assert np.array_equal(encode_fast(tok, text), np.array(tok.encode(text).ids))
+
+
+def test_a_stream_in_any_chunks_encodes_like_one_call(tok):
+    import random
+
+    from mini_llm.tokenizer import cut_pieces, encode_iterable
+
+    rng = random.Random(1)
+    text = make_text(600, seed=8) + "\n\n\n  x\r\n\r\ny" + "".join(rng.choice(ALPHABET) for _ in range(3000))
+    bounds = sorted(rng.sample(range(1, len(text)), 40))
+    chunks = [text[a:b] for a, b in zip([0, *bounds], [*bounds, len(text)])]
+    pieces = list(cut_pieces(chunks, piece_chars=64))
+    assert "".join(pieces) == text and len(pieces) > 20
+    batches = list(encode_iterable(tok, chunks, batch_chars=500))
+    assert len(batches) > 5 and all(b.dtype == np.int64 for b in batches)
+    assert np.array_equal(np.concatenate(batches), tok.encode(text).ids)
+    assert list(encode_iterable(tok, [])) == [] and len(encode_fast(tok, "")) == 0
+
+
+def test_a_tokenizer_trained_on_a_stream_is_the_one_of_the_whole_text():
+    from mini_llm.tokenizer import cut_pieces, train_tokenizer_from_texts
+
+    text = make_text(1500, seed=9).replace(".\n", ".\n\n")
+    chunks = [text[i : i + 777] for i in range(0, len(text), 777)]
+    streamed = train_tokenizer_from_texts(cut_pieces(chunks, piece_chars=100), 400, 2)
+    assert streamed.to_str() == train_tokenizer_from_text(text, 400, 2).to_str()

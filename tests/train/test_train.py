@@ -147,3 +147,46 @@ def test_modern_training_checkpoint_resume_and_fine_tune(prepared, tmp_path):
     # fine-tuning takes the architecture from the checkpoint, whatever --arch says
     train(tiny_config(max_steps=2), prepared=prepared, out=tmp_path / "tuned", init_from=tmp_path / "run", **QUIET)
     assert load_checkpoint(tmp_path / "tuned")[0].config.arch_name == "modern"
+
+
+def test_the_final_eval_scores_a_fixed_number_of_tokens_unless_asked_for_all(prepared, tmp_path, monkeypatch):
+    """Its cost does not grow with the corpus: the first FINAL_EVAL_TOKENS' worth of windows by
+    default, the whole split with final_eval_all; the metrics, the checkpoint and the log say which."""
+    from mini_llm.train import config, train
+
+    monkeypatch.setattr(config, "FINAL_EVAL_TOKENS", 5 * 32)  # 5 windows of the tiny config's 32 tokens
+    windows = (len(prepared.val) - 1) // 32
+    assert windows > 5
+    for flags, scored, whole in (({}, 5 * 32, False), ({"final_eval_all": True}, windows * 32, True),
+                                 ({"final_eval_windows": 2}, 2 * 32, False)):
+        out, lines = tmp_path / str(len(flags) and list(flags)[0]), []
+        summary = train(tiny_config(max_steps=2, eval_interval=2, **flags), prepared=prepared, out=out,
+                        log=lines.append, progress=False)
+        final = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][-1]
+        assert final["subset"] is False and final["val_tokens"] == scored and final["whole_split"] is whole
+        assert final["val_split_windows"] == windows and final["val_windows"] == scored // 32
+        assert summary["val_tokens"] == scored
+        assert json.loads((out / "last" / "meta.json").read_text())["val"]["val_tokens"] == scored
+        done = next(line for line in lines if line.startswith("done:"))
+        assert ("on the whole val split" in done) is whole
+        assert whole or f"the first {scored // 32:,} of {windows:,} val windows ({scored:,} tokens; --final-eval-all: all)" in done
+    with pytest.raises(UserError, match="--final-eval-all scores every val window"):
+        tiny_config(final_eval_all=True, final_eval_windows=3)
+
+
+def test_evaluate_reads_the_split_a_batch_at_a_time_with_the_same_result(prepared):
+    """Batches read from the memory-mapped split score exactly what the whole windows tensor did."""
+    from mini_llm.data import eval_windows
+    from mini_llm.train import evaluate
+
+    model = MiniGPT(tiny_config().model_config(prepared.vocab_size)).eval()
+    n = (len(prepared.val) - 1) // 16 - 1  # all windows of 16 tokens but one, in batches of 32: the last one short
+    assert n > 64 and n % 32
+    x_all, y_all = eval_windows(prepared.val, 16, n)
+    with torch.no_grad():
+        total = sum(model(x_all[i : i + 32], y_all[i : i + 32])[1].item() * y_all[i : i + 32].numel()
+                    for i in range(0, n, 32))
+    for ids in (prepared.val, np.array(prepared.val), torch.from_numpy(np.array(prepared.val).astype(np.int64))):
+        result = evaluate(model, ids, 16, "cpu", 3.0, max_windows=n, progress=True)
+        assert result["val_loss"] == total / (n * 16) and result["val_tokens"] == n * 16
+        assert result["whole_split"] is False and result["val_split_windows"] == n + 1
