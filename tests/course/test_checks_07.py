@@ -246,8 +246,8 @@ CASES = {
                              lambda t, p, c: p.ndim == 6 and p.shape[:4] == (c.n_layer, 2, t.shape[0], c.n_head)
                              and 0 < p.shape[4] < c.block_size],                                   # t (1, 2) passes
                             lambda t, p, c: t),
-    ex.check_prefill: ([Prefill, PrefillAsList], [PrefillLogitsOnly, PrefillForward], PrefillEcho),
-    ex.check_decode: ([Decode, DecodeByKeyword], [DecodeNoPast, DecodeOldPresent], DecodeEcho),
+    ex.check_prefill_wrapper: ([Prefill, PrefillAsList], [PrefillLogitsOnly, PrefillForward], PrefillEcho),
+    ex.check_decode_wrapper: ([Decode, DecodeByKeyword], [DecodeNoPast, DecodeOldPresent], DecodeEcho),
     ex.check_decode_shapes: ([decode_shapes_mine, decode_shapes_tuple, decode_shapes_auto],
                              [lambda bs: {"token": {0: Dim("B")}, "past": {2: Dim("B"), 4: Dim("P", max=bs)}},
                               lambda bs: {"token": {0: Dim("B")}, "past": {2: Dim("C"), 4: Dim("P", max=bs - 1)}},
@@ -269,7 +269,7 @@ EXERCISES = [ex.check_past_bytes, ex.check_decode_feeds, ex.check_greedy_onnx]
  test_not_written_yet) = contract_tests(CASES)
 
 # each step -> the package's piece that stands in for the learner's
-STEPS = {ex.check_prefill: _Prefill, ex.check_decode: _Step, ex.check_decode_shapes: decode_shapes}
+STEPS = {ex.check_prefill_wrapper: _Prefill, ex.check_decode_wrapper: _Step, ex.check_decode_shapes: decode_shapes}
 test_the_packages_piece_passes, test_a_step_hands_on_yours_when_right_else_the_packages = step_tests(STEPS, CASES)
 
 
@@ -321,9 +321,9 @@ def test_feedback_is_specific():
     result = ex.check_decode_feeds(CASES[ex.check_decode_feeds][1][0])
     assert result.message.startswith("decode_feeds_ok(int64 (1, 2), float32 (2, 2, 1, 4, 5, 32), L=2, nh=4, C=128, "
                                      "block_size=64): expected False, got True"), result.message
-    result = ex.check_prefill(PrefillLogitsOnly)
+    result = ex.check_prefill_wrapper(PrefillLogitsOnly)
     assert result.message.startswith("Prefill(L=2, idx (2, 5)): expected (tensor(2, 5, 50) "), result.message
-    result = ex.check_decode(DecodeNoPast)
+    result = ex.check_decode_wrapper(DecodeNoPast)
     assert result.message.startswith("Decode(L=2, token (2, 1), past (2, 2, 2, 2, 5, 8)): expected (tensor(2, 1, 50) ")
     assert "first difference at [0][0, 0, 0]: expected " in result.message
     result = ex.check_greedy_onnx(greedy_no_cache)

@@ -72,7 +72,7 @@ def _wrapper_checked(name, cls, package, inputs, hint, hidden):
                                               hidden=hidden))
 
 
-def check_prefill(cls, hidden: bool = False) -> Result:
+def check_prefill_wrapper(cls, hidden: bool = False) -> Result:
     """Step: cls(model) is an nn.Module whose forward(idx (B, T)) returns the model's
     forward_kv(idx): logits (B, T, V), present (L, 2, B, nh, T, hs), and exports with torch.export."""
     from mini_llm.export import _Prefill
@@ -85,7 +85,7 @@ def check_prefill(cls, hidden: bool = False) -> Result:
                             "as the tuple it returns.", hidden)
 
 
-def check_decode(cls, hidden: bool = False) -> Result:
+def check_decode_wrapper(cls, hidden: bool = False) -> Result:
     """Step: cls(model) is an nn.Module whose forward(token (B, 1), past (L, 2, B, nh, P, hs)) returns
     the model's forward_kv(token, past): logits (B, 1, V), present with P + 1 positions."""
     from mini_llm.export import _Step
