@@ -43,7 +43,9 @@ def gpt2_to_minigpt(state: dict, config: GPTConfig) -> dict:
     """mini_llm's step 2: a GPT2LMHeadModel's state dict in MiniGPT's names and layouts."""
     from mini_llm.hf import from_transformers
 
-    return from_transformers(state, _gpt2_target(), _meta_model(config))
+    names_only = _meta_model(config)
+    ours = from_transformers(state, _gpt2_target(), names_only)
+    return {name: ours[name] for name in names_only.state_dict()}  # in MiniGPT's order
 
 
 class _Holding:
@@ -66,7 +68,8 @@ def minigpt_to_gpt2(state: dict, config: GPTConfig) -> dict:
     with torch.device("meta"), _quiet():
         template = transformers.GPT2LMHeadModel(
             transformers.GPT2Config(**transformers_config(target, config, config.vocab_size - 1))).state_dict()
-    return to_transformers(_Holding(state, config), target, template)
+    theirs = to_transformers(_Holding(state, config), target, template)
+    return {name: theirs[name] for name in template}  # in GPT2LMHeadModel's order
 
 
 # --- cases ---------------------------------------------------------------------------------------
@@ -78,17 +81,22 @@ def _quiet():
     return quiet_transformers()
 
 
+SMALL = dict(vocab_size=257, n_positions=32, n_embd=32, n_layer=2, n_head=2)  # a GPT-2 in miniature
+
+
 def _hf_config(**sizes):
-    """A GPT2Config (GPT-2 124M's where `sizes` says nothing), shown by what differs from GPT2Config()."""
+    """A GPT2Config (GPT-2 124M's where `sizes` says nothing), shown by what differs from GPT2Config(),
+    or from SMALL's ("tiny GPT2Config(n_inner=100)")."""
     import transformers
 
     V = sizes.get("vocab_size", 50257)
     with _quiet():
         config = transformers.GPT2Config(**sizes, bos_token_id=V - 1, eos_token_id=V - 1)
-    return Label(config, "GPT2Config(" + ", ".join(f"{k}={v!r}" for k, v in sizes.items()) + ")")
+    tiny = SMALL.items() <= sizes.items()
+    shown = {k: v for k, v in sizes.items() if not (tiny and k in SMALL)}
+    return Label(config, ("tiny " if tiny else "") + "GPT2Config(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")")
 
 
-SMALL = dict(vocab_size=257, n_positions=32, n_embd=32, n_layer=2, n_head=2)  # a GPT-2 in miniature
 CONFIGS = [dict(), SMALL, dict(n_embd=1024, n_layer=24, n_head=16)]  # gpt2, tiny, gpt2-medium
 HIDDEN_CONFIGS = [dict(n_layer=6),  # distilgpt2
                   dict(n_embd=1600, n_layer=48, n_head=25),  # gpt2-xl
