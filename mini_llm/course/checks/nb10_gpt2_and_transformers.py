@@ -127,19 +127,10 @@ def _sizes(config: GPTConfig) -> str:
             f"V={config.vocab_size}" + ("" if config.tie_head else ", untied head"))
 
 
-class _Tensors(dict):
-    """A state dict, shown by its size and first names and shapes (not its numbers)."""
-
-    def __repr__(self) -> str:
-        items = list(self.items())
-        shown = ", ".join(f"{k!r}: {tuple(getattr(v, 'shape', ()))}" for k, v in items[:3])
-        return f"{len(items)} tensors {{{shown}{', ...' if len(items) > 3 else ''}}}"
-
-
-def _state(got) -> _Tensors:
+def _state(got) -> dict:
     if not isinstance(got, Mapping):
         raise TypeError(f"return a dict of tensors (name -> tensor), got {type(got).__name__}")
-    return _Tensors(got)
+    return dict(got)
 
 
 def _same_tensors(got: dict, want: dict) -> bool:
@@ -193,7 +184,7 @@ def _weight_case(seed: int, **sizes):
     config = gpt2_config(model.config)
     state = {k: v.clone() for k, v in model.state_dict().items()}
     return ((Label(state, f"<GPT2LMHeadModel's state_dict, {_sizes(config)}>"), Label(config, f"<GPTConfig {_sizes(config)}>")),
-            _Tensors(gpt2_to_minigpt(state, config)))
+            gpt2_to_minigpt(state, config))
 
 
 WEIGHT_SIZES = [dict(SMALL), dict(SMALL, n_embd=48, n_head=3, n_layer=1), dict(SMALL, n_layer=3, n_inner=40)]
@@ -231,7 +222,7 @@ def _reverse_case(seed: int, **sizes):
             p.add_(0.1 * torch.randn(p.shape, generator=g))
     state = {k: v.clone() for k, v in model.state_dict().items()}
     return ((Label(state, f"<MiniGPT's state_dict, {_sizes(config)}>"), Label(config, f"<GPTConfig {_sizes(config)}>")),
-            _Tensors(minigpt_to_gpt2(state, config)))
+            minigpt_to_gpt2(state, config))
 
 
 REVERSE_SIZES = [dict(vocab_size=257, block_size=32, n_embd=32, n_head=2, n_layer=2),
