@@ -1,18 +1,257 @@
-"""The exercise checks of notebook 06: right answers (in every standard form) pass, public and
-hidden cases; wrong ones fail naming the input; echoing the inputs fails; unwritten says so;
-changing the inputs in place cannot fool them. Then the notebook's exercise cells."""
+"""The checks of notebook 06: right answers (in every standard form) pass, public and hidden cases;
+wrong ones fail naming the input; echoing the inputs fails; unwritten says so; changing the inputs
+in place cannot fool them; each step hands on yours or the package's piece (a sampler in vocabulary
+order passes as well as one on sorted candidates). Then the notebook's step and exercise cells."""
 
 import re
 
 import torch
+import torch.nn.functional as F
 
 from mini_llm.course import checks as ex
+from mini_llm.course.checks import nb06_sampling_and_chat as nb06
+from mini_llm.model import KVCache
 from tests.course.check_contract import (
+    assert_checks_leave_the_global_rng_alone,
     assert_proofs_are_portable,
     contract_tests,
     notebook_code_cells,
     notebook_tests,
+    step_tests,
 )
+
+# --- the steps: temperature, top-k, nucleus, the draw, the two loops, streaming -------------------
+
+
+def probs_at_temperature(logits, temperature):  # the notebook's
+    if temperature == 0:
+        return F.one_hot(logits.argmax(-1), logits.size(-1)).float()
+    return torch.softmax(logits / temperature, dim=-1)
+
+
+def probs_logsumexp(logits, temperature):  # another correct form
+    if temperature == 0:
+        return (logits == logits.max()).float()
+    scaled = logits / temperature
+    return torch.exp(scaled - torch.logsumexp(scaled, dim=-1, keepdim=True))
+
+
+def top_k_filter(logits, k):  # the notebook's
+    kth = torch.topk(logits, min(k, logits.size(-1))).values[..., -1:]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def top_k_sort(logits, k):  # another correct form: sort, keep the first k, scatter back
+    order = logits.argsort(descending=True)
+    keep = torch.zeros_like(logits, dtype=torch.bool)
+    keep[order[:k]] = True
+    return torch.where(keep, logits, torch.full_like(logits, float("-inf")))
+
+
+def nucleus(probs, top_p):  # the notebook's
+    before = probs.cumsum(dim=-1) - probs
+    drop = before >= top_p
+    drop[..., 0] = False
+    kept = probs.masked_fill(drop, 0.0)
+    return kept / kept.sum(dim=-1, keepdim=True)
+
+
+def nucleus_rows(probs, top_p):  # another correct form: row by row in Python
+    rows = probs.reshape(-1, probs.size(-1)).tolist()
+    out = []
+    for row in rows:
+        kept, total = [], 0.0
+        for q in row:
+            kept.append(q if total < top_p or not kept else 0.0)
+            total += q
+        out.append([q / sum(kept) for q in kept])
+    return torch.tensor(out).reshape(probs.shape)
+
+
+def nucleus_not_renormalised(probs, top_p):
+    before = probs.cumsum(dim=-1) - probs
+    return probs.masked_fill(before >= top_p, 0.0)
+
+
+def nucleus_inclusive(probs, top_p):  # drops the token that crosses p: one too few
+    drop = probs.cumsum(dim=-1) > top_p
+    drop[..., 0] = False
+    kept = probs.masked_fill(drop, 0.0)
+    return kept / kept.sum(dim=-1, keepdim=True)
+
+
+def nucleus_one_sum(probs, top_p):  # divides a batch by one sum over all its rows
+    before = probs.cumsum(dim=-1) - probs
+    kept = probs.masked_fill(before >= top_p, 0.0)
+    kept[..., 0] = probs[..., 0]
+    return kept / kept.sum() * (kept.numel() // kept.size(-1))
+
+
+def sample_sorted(logits, temperature, top_k, top_p, generator):  # the notebook's: sorted candidates
+    logits = logits.float()
+    if temperature == 0:
+        return int(logits.argmax())
+    logits = logits / temperature
+    if top_k is None and top_p is None:
+        return int(torch.multinomial(torch.softmax(logits, -1), 1, generator=generator))
+    values, ids = torch.topk(logits, min(top_k or logits.size(-1), logits.size(-1)))
+    probs = torch.softmax(values, -1)
+    if top_p is not None:
+        probs = nucleus(probs, top_p)
+    return int(ids[torch.multinomial(probs, 1, generator=generator)])
+
+
+def sample_vocabulary_order(logits, temperature, top_k, top_p, generator, global_rng=False):
+    """Another correct form: every filter in vocabulary order, one draw over all V."""
+    if temperature == 0:
+        return int(logits.argmax())
+    logits = logits / temperature
+    if top_k is not None:
+        logits = top_k_filter(logits, top_k)
+    if top_p is not None:
+        probs, order = torch.softmax(logits, -1).sort(descending=True)
+        drop = probs.cumsum(-1) - probs >= top_p
+        drop[0] = False
+        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    probs = torch.softmax(logits, -1)
+    return int(torch.multinomial(probs, 1, generator=None if global_rng else generator))
+
+
+def sample_index_not_id(logits, temperature, top_k, top_p, generator):  # the index into the candidates
+    values, _ = torch.topk(logits / max(temperature, 1e-8), min(top_k or logits.size(-1), logits.size(-1)))
+    return int(torch.multinomial(torch.softmax(values, -1), 1, generator=generator))
+
+
+def sample_without_temperature(logits, temperature, top_k, top_p, generator):
+    return sample_vocabulary_order(logits, 1.0 if temperature else 0.0, top_k, top_p, generator)
+
+
+def sample_without_top_k(logits, temperature, top_k, top_p, generator):
+    return sample_vocabulary_order(logits, temperature, None, top_p, generator)
+
+
+def sample_global_rng(logits, temperature, top_k, top_p, generator):
+    return sample_vocabulary_order(logits, temperature, top_k, top_p, generator, global_rng=True)
+
+
+@torch.no_grad()
+def generate_uncached(model, ids, max_new_tokens, sample, crop=True, last=True, prompt_too=False):  # the notebook's
+    context = list(ids)
+    for _ in range(max_new_tokens):
+        window = torch.tensor([context[-model.config.block_size:] if crop else context])
+        logits, _ = model(window, last_only=True)
+        context.append(sample(logits[0, -1] if last else model(window)[0][0, 0]))
+    return context if prompt_too else context[len(ids):]
+
+
+@torch.no_grad()
+def generate_uncached_tensor(model, ids, max_new_tokens, sample):  # another correct form: nanoGPT's tensor context
+    idx = torch.tensor([ids])
+    for _ in range(max_new_tokens):
+        logits, _ = model(idx[:, -model.config.block_size:], last_only=True)
+        idx = torch.cat([idx, torch.tensor([[sample(logits[0, -1])]])], dim=1)
+    return idx[0, len(ids):].tolist()
+
+
+@torch.no_grad()
+def generate_cached(model, ids, max_new_tokens, sample, keep=None, refill=True):  # the notebook's
+    T = model.config.block_size
+    context, cache = list(ids), KVCache()
+
+    def prefill(tokens):
+        cache.reset()
+        return model(torch.tensor([tokens]), cache=cache, last_only=True)[0][0, -1]
+
+    logits = prefill(context[-T:])
+    for _ in range(max_new_tokens):
+        token = sample(logits)
+        context.append(token)
+        if cache.pos < T or not refill:
+            logits = model(torch.tensor([[token]]), cache=cache, last_only=True)[0][0, -1]
+        else:
+            logits = prefill(context[-(keep or T // 2):])
+    return context[len(ids):]
+
+
+@torch.no_grad()
+def generate_cached_new_cache(model, ids, max_new_tokens, sample):
+    """Another correct form: a new KVCache at each prefill, a while loop, a tensor of new ids."""
+    T, context, new = model.config.block_size, list(ids), []
+
+    def prefill(tokens):
+        cache = KVCache()
+        return cache, model(torch.tensor([tokens]), cache=cache, last_only=True)[0][0, -1]
+
+    cache, logits = prefill(context[-T:])
+    while len(new) < max_new_tokens:
+        token = sample(logits)
+        new.append(token)
+        context.append(token)
+        if cache.pos == T:
+            cache, logits = prefill(context[-(T // 2):])
+        else:
+            logits = model(torch.tensor([[token]]), cache=cache, last_only=True)[0][0, -1]
+    return torch.tensor(new)
+
+
+def stream_pieces(tokenizer, ids):  # the notebook's
+    shown = 0
+    for n in range(1, len(ids) + 1):
+        reply = tokenizer.decode(ids[:n])
+        safe = len(reply)
+        while safe > shown and reply[safe - 1] == "\ufffd":
+            safe -= 1
+        if safe > shown:
+            yield reply[shown:safe]
+            shown = safe
+    reply = tokenizer.decode(ids)
+    if len(reply) > shown:
+        yield reply[shown:]
+
+
+def stream_pieces_rstrip(tokenizer, ids, flush=True, empty=False):  # another correct form: rstrip, a list
+    pieces, shown = [], ""
+    for n in range(1, len(ids) + 1):
+        safe = tokenizer.decode(ids[:n]).rstrip("\ufffd")
+        if len(safe) > len(shown) or empty:
+            pieces.append(safe[len(shown):])
+            shown = safe if len(safe) > len(shown) else shown
+    rest = tokenizer.decode(ids)[len(shown):]
+    return pieces + ([rest] if rest and flush else [])
+
+
+# check -> (right answers, wrong answers, what echoing the inputs looks like)
+STEP_CASES = {
+    ex.check_temperature: ([probs_at_temperature, probs_logsumexp],
+                           [lambda l, t: torch.softmax(l * t, -1) if t else probs_at_temperature(l, t),
+                            lambda l, t: torch.softmax(l, -1), lambda l, t: torch.softmax(l / max(t, 1.0), -1)],
+                           lambda l, t: l),
+    ex.check_top_k: ([top_k_filter, top_k_sort],
+                     [lambda l, k: top_k_filter(l, k + 1), lambda l, k: -top_k_filter(-l, k),
+                      lambda l, k: torch.where(l >= torch.topk(l, min(k, l.numel())).values[-1], l, torch.zeros_like(l))],
+                     lambda l, k: l),
+    ex.check_nucleus: ([nucleus, nucleus_rows], [nucleus_not_renormalised, nucleus_inclusive, nucleus_one_sum],
+                       lambda probs, p: probs),
+    ex.check_sample_next: ([sample_sorted, sample_vocabulary_order],
+                           [sample_index_not_id, sample_without_temperature, sample_without_top_k, sample_global_rng,
+                            lambda l, t, k, p, g: int(l.argmax())],
+                           lambda l, t, k, p, g: l),
+    ex.check_generate_uncached: ([generate_uncached, generate_uncached_tensor],
+                                 [lambda m, ids, n, s: generate_uncached(m, ids, n, s, crop=False),
+                                  lambda m, ids, n, s: generate_uncached(m, ids, n, s, last=False),
+                                  lambda m, ids, n, s: generate_uncached(m, ids, n, s, prompt_too=True)],
+                                 lambda m, ids, n, s: ids),
+    ex.check_generate_cached: ([generate_cached, generate_cached_new_cache],
+                               [lambda m, ids, n, s: generate_cached(m, ids, n, s, keep=m.config.block_size - 1),
+                                lambda m, ids, n, s: generate_cached(m, ids, n, s, refill=False),
+                                generate_uncached],
+                               lambda m, ids, n, s: ids),
+    ex.check_stream_pieces: ([stream_pieces, stream_pieces_rstrip],
+                             [lambda tok, ids: [tok.decode([i]) for i in ids],
+                              lambda tok, ids: stream_pieces_rstrip(tok, ids, flush=False),
+                              lambda tok, ids: stream_pieces_rstrip(tok, ids, empty=True)],
+                             lambda tok, ids: ids),
+}
 
 # --- top_p: the nucleus, in vocabulary order, for any batch shape --------------------------------
 
@@ -189,8 +428,48 @@ CASES = {
 }
 
 
+CASES.update(STEP_CASES)
+
 (test_right_answers_pass_public_and_hidden, test_wrong_answers_fail_naming_the_input, test_echoing_the_inputs_fails,
  test_not_written_yet) = contract_tests(CASES)
+
+# each step -> the package's piece that stands in for the learner's
+STEPS = {ex.check_temperature: nb06.probs_at_temperature, ex.check_top_k: nb06.top_k_filter, ex.check_nucleus: nb06.nucleus,
+         ex.check_sample_next: nb06.sample_next, ex.check_generate_uncached: nb06.generate_uncached,
+         ex.check_generate_cached: nb06.generate_cached, ex.check_stream_pieces: nb06.stream_pieces}
+test_the_packages_piece_passes, test_a_step_hands_on_yours_when_right_else_the_packages = step_tests(STEPS, CASES)
+
+
+def test_the_checks_leave_the_global_rng_and_the_threads_alone():
+    threads = torch.get_num_threads()
+    assert_checks_leave_the_global_rng_alone(STEP_CASES)
+    assert not ex.check_sample_next(sample_global_rng) and torch.get_num_threads() == threads
+
+
+def test_a_sampler_in_vocabulary_order_passes_but_draws_other_tokens():
+    """Item 3 of issue 21: the draw is checked by its distribution, so the vocabulary-order sampler
+    passes, though from the same seed it draws other tokens than the package's sorted candidates."""
+    assert ex.check_sample_next(sample_vocabulary_order, hidden=True)
+    logits = torch.tensor([2.0, 0.5, 1.5, -1.0, 1.0, 0.0, 2.5, -0.5])
+    draws = {fn: [fn(logits, 0.8, 3, None, g) for g in [torch.Generator().manual_seed(0)] for _ in range(50)]
+             for fn in (sample_vocabulary_order, nb06.sample_next)}
+    assert draws[sample_vocabulary_order] != draws[nb06.sample_next]
+
+
+def test_step_feedback_names_the_difference():
+    message = ex.check_sample_next(sample_index_not_id).message
+    assert message.startswith("sample_next([2.0, 0.5, 1.5, -1.0, 1.0, 0.0, 2.5, -0.5], 1.0, None, None): expected draws"), message
+    assert "got token 6 drawn in 2.1% of 2000 draws, its probability is 40.1%" in message
+    message = ex.check_sample_next(sample_without_top_k).message
+    assert "0.8, 3, None): expected" in message and "though its probability is 0" in message, message
+    assert "other draws from the same seed" in ex.check_sample_next(sample_global_rng).message
+    message = ex.check_nucleus(nucleus_not_renormalised).message
+    assert "nucleus([0.5, 0.25, 0.125, 0.125], 0.3): expected [1.0, 0.0, 0.0, 0.0], got [0.5, 0.0, 0.0, 0.0]" in message, message
+    message = ex.check_generate_cached(CASES[ex.check_generate_cached][1][0]).message
+    assert "generate_cached(<MiniGPT block_size=16; prompt 13, 28 new, seed 2>)" in message, message
+    assert "first difference at [" in message
+    message = ex.check_stream_pieces(CASES[ex.check_stream_pieces][1][0]).message
+    assert "stream_pieces(<byte-level tokenizer>, [206, 169, 208, 182" in message and "first difference at [0]" in message
 
 
 def test_mutating_the_inputs_cannot_fool_a_check():
@@ -252,7 +531,7 @@ def test_stop_stream_expects_what_the_package_streams():
 def test_the_notebook_builds_before_it_imports_and_checks_its_pieces():
     sources = [c.source for c in notebook_code_cells("06_sampling_and_chat")]
     text = "".join(sources)
-    for check in (ex.check_temperature, ex.check_top_k):  # the pieces the learner builds, checked in place
+    for check in STEPS:  # the pieces the learner builds, checked in place
         assert check.__name__ + "(" in text, check.__name__
     first_package_sampler = next(i for i, s in enumerate(sources)
                                  if re.search(r"^from mini_llm\.generate import .*\bsample_logits\b", s, re.M))
@@ -267,3 +546,24 @@ def test_the_notebook_proves_its_equalities_and_checks_only_portable_output():
 
 (test_three_exercises_with_public_and_hidden_checks, test_student_copy_exercises_say_not_written_yet,
  test_every_check_is_used_in_the_notebook) = notebook_tests("06_sampling_and_chat", CASES, ex, {"torch": torch})
+
+
+def test_the_notebook_steps_pass_their_checks():
+    """The step cells run in order (with the cells they build on): each passes its proof, and a
+    proof's output says so."""
+    from mini_llm.course.checks.nb06_sampling_and_chat import Bytes
+
+    scope = {"torch": torch, "KVCache": KVCache}
+    exec("def top_k_candidates(logits, k):\n    values, ids = torch.topk(logits, min(k, logits.size(-1)))\n"
+         "    return ids, torch.softmax(values, dim=-1)", scope)
+    steps = 0
+    for cell in notebook_code_cells("06_sampling_and_chat"):
+        if "### BEGIN SOLUTION" in cell.source and "proof" not in cell.source and "check_" not in cell.source:
+            exec(cell.source, scope)
+        elif "proof = check_" in cell.source:
+            check, name = re.search(r"^proof = (check_\w+)\((\w+)\)$", cell.source, re.M).groups()
+            result = getattr(ex, check)(scope[name], hidden=True)
+            assert result and result.piece is scope[name], result.message
+            assert "The rest of this notebook uses yours." in "".join(o.get("text", "") for o in cell.outputs)
+            steps += 1
+    assert steps == 7 and list(scope["stream_pieces"](Bytes(), list("Ω".encode()))) == ["Ω"]
