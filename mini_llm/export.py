@@ -57,6 +57,19 @@ class _Step(_Prefill):
         return self.m.forward_kv(token, past)
 
 
+def prefill_shapes(block_size: int) -> dict:
+    """The prefill graph's symbolic axes (torch.export's `dynamic_shapes`): 1 to 64 rows of 1 to
+    block_size tokens; left out, the example's shape would be baked into the graph."""
+    return {"idx": {0: torch.export.Dim("batch", min=1, max=64), 1: torch.export.Dim("seq", min=1, max=block_size)}}
+
+
+def decode_shapes(block_size: int) -> dict:
+    """The decode graph's: the batch (one Dim shared by token and past, so they must agree) and 1 to
+    block_size - 1 cached positions, so the new token still has a position."""
+    batch = torch.export.Dim("batch", min=1, max=64)
+    return {"token": {0: batch}, "past": {2: batch, 4: torch.export.Dim("cached", min=1, max=block_size - 1)}}
+
+
 def _require_torch() -> None:
     """The torch.export-based exporter this module uses (dynamic shapes, external data) needs torch >= MIN_TORCH."""
     from mini_llm import MIN_TORCH
@@ -96,20 +109,18 @@ def export_checkpoint(checkpoint=None, out: Path | str = "exports/model", verify
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    B, T, P = torch.export.Dim("B", min=1, max=64), torch.export.Dim("T", min=1, max=cfg.block_size), \
-        torch.export.Dim("P", min=1, max=cfg.block_size - 1)
     hs = cfg.n_embd // cfg.n_head
     start = time.perf_counter()
     with torch.no_grad(), quiet_exporter():
         idx = torch.randint(0, cfg.vocab_size, (2, min(8, cfg.block_size)))
         torch.onnx.export(_Prefill(model).eval(), (idx,), str(tmp / "model.onnx"), input_names=["idx"],
-                          output_names=["logits", "present"], dynamic_shapes={"idx": {0: B, 1: T}},
+                          output_names=["logits", "present"], dynamic_shapes=prefill_shapes(cfg.block_size),
                           opset_version=OPSET, dynamo=True, external_data=True, verbose=False)
         past = torch.randn(cfg.n_layer, 2, 2, cfg.n_head, min(5, cfg.block_size - 1), hs)
         token = torch.randint(0, cfg.vocab_size, (2, 1))
         torch.onnx.export(_Step(model).eval(), (token, past), str(tmp / "decode.onnx"), input_names=["token", "past"],
                           output_names=["logits", "present"],
-                          dynamic_shapes={"token": {0: B}, "past": {2: B, 4: P}},
+                          dynamic_shapes=decode_shapes(cfg.block_size),
                           opset_version=OPSET, dynamo=True, external_data=True, verbose=False)
     for name in ("model.onnx", "decode.onnx"):
         onnx.checker.check_model(str(tmp / name))  # path form: works with external data

@@ -1,6 +1,7 @@
-"""The exercise checks of notebook 07: right answers (in every standard form) pass, public and
-hidden cases; wrong ones fail naming the input; echoing the inputs fails; unwritten says so; the
-stand-in sessions of the greedy check behave like the real exported graphs."""
+"""The checks of notebook 07: right answers (in every standard form) pass, public and hidden cases;
+wrong ones fail naming the input; echoing the inputs fails; unwritten says so; each step hands on
+yours or the package's piece; the stand-in sessions of the greedy check behave like the real
+exported graphs."""
 
 import re
 
@@ -11,9 +12,12 @@ from torch.export import Dim
 
 from mini_llm.course import checks as ex
 from mini_llm.course.checks import nb07_export as nb07
+from mini_llm.export import _Prefill, _Step, decode_shapes
+from mini_llm.model import GPTConfig
 from tests.course.check_contract import (
     contract_tests,
     notebook_tests,
+    step_tests,
 )
 
 # --- solutions, written independently of the package -------------------------------------------
@@ -33,18 +37,103 @@ def past_bytes_numpy(config, batch, positions, dtype):  # another correct form: 
     return np.int64(2 * config.n_layer * batch * positions * config.n_embd) * torch.finfo(dtype).bits // 8
 
 
-def scoring_shapes(block_size):
-    batch, seq = Dim("batch"), Dim("seq", max=block_size)
-    return {"idx": {0: batch, 1: seq}, "targets": {0: batch, 1: seq}}
+class Prefill(torch.nn.Module):  # the notebook's
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, idx):
+        return self.model.forward_kv(idx)
 
 
-def scoring_shapes_tuple(block_size):  # another correct form: positional, with explicit minimums
-    batch, seq = Dim("B", min=1, max=1024), Dim("T", min=1, max=block_size)
-    return ({0: batch, 1: seq}, {0: batch, 1: seq})
+class PrefillAsList(torch.nn.Module):  # another correct form: another attribute, a list, past given as None
+    def __init__(self, model):
+        super().__init__()
+        self.gpt = model
+
+    def forward(self, tokens):
+        logits, present = self.gpt.forward_kv(tokens, None)
+        return [logits, present]
 
 
-def scoring_shapes_auto(block_size):  # another correct form: let the exporter find the ranges
-    return {"idx": {0: Dim.AUTO, 1: Dim.AUTO}, "targets": {0: Dim.AUTO, 1: Dim.AUTO}}
+class PrefillLogitsOnly(Prefill):  # wrong: the decode graph needs present too
+    def forward(self, idx):
+        return self.model.forward_kv(idx)[0]
+
+
+class PrefillForward(Prefill):  # wrong: the training forward, (logits, loss=None)
+    def forward(self, idx):
+        return self.model(idx)
+
+
+class PrefillEcho(Prefill):
+    def forward(self, idx):
+        return idx, idx
+
+
+class Decode(Prefill):  # the notebook's
+    def forward(self, token, past):
+        return self.model.forward_kv(token, past)
+
+
+class DecodeByKeyword(torch.nn.Module):  # another correct form: keywords, a tuple built by hand
+    def __init__(self, model):
+        super().__init__()
+        self.net = model
+
+    def forward(self, token, past):
+        out = self.net.forward_kv(idx=token, past=past)
+        return out[0], out[1]
+
+
+class DecodeNoPast(Decode):  # wrong: the cache is dropped, so the token sits at position 0
+    def forward(self, token, past):
+        return self.model.forward_kv(token)
+
+
+class DecodeOldPresent(Decode):  # wrong: hands back the cache it was given
+    def forward(self, token, past):
+        return self.model.forward_kv(token, past)[0], past
+
+
+class DecodeEcho(Decode):
+    def forward(self, token, past):
+        return token, past
+
+
+def decode_shapes_mine(block_size):  # the notebook's
+    batch = Dim("batch", min=1, max=64)
+    return {"token": {0: batch}, "past": {2: batch, 4: Dim("cached", min=1, max=block_size - 1)}}
+
+
+def decode_shapes_tuple(block_size):  # another correct form: positional, no batch bound
+    B = Dim("B")
+    return ({0: B}, {2: B, 4: Dim("P", max=block_size - 1)})
+
+
+def decode_shapes_auto(block_size):  # another correct form: let the exporter find the ranges
+    return {"token": {0: Dim.AUTO}, "past": {2: Dim.AUTO, 4: Dim.AUTO}}
+
+
+def decode_feeds_ok(token, past, config):
+    if token.dtype != np.int64 or past.dtype != np.float32 or token.ndim != 2 or past.ndim != 6:
+        return False
+    hs = config.n_embd // config.n_head
+    return (token.shape[1] == 1 and past.shape == (config.n_layer, 2, token.shape[0], config.n_head, past.shape[4], hs)
+            and 0 < past.shape[4] < config.block_size)
+
+
+def decode_feeds_ok_by_example(token, past, config):  # another correct form: the shape a model would hand out
+    from mini_llm.model import MiniGPT
+
+    if not (token.dtype == np.int64 and past.dtype == np.float32 and token.ndim == 2 and token.shape[1] == 1):
+        return False
+    P = past.shape[4] if past.ndim == 6 else 0
+    if not 1 <= P < config.block_size:
+        return False
+    with torch.no_grad():
+        _, present = MiniGPT(config).forward_kv(torch.zeros(token.shape[0], P, dtype=torch.long))
+    return np.bool_(tuple(present.shape) == past.shape)
 
 
 def greedy(prefill, decode, prompt, n, block_size, crop=True):
@@ -150,15 +239,22 @@ CASES = {
                            lambda c, b, p, d: past_bytes(c, b, p, d) + 0.5,
                            lambda c, b, p, d: past_bytes(c, b, p, d) // 8],                           # bits vs bytes
                           lambda c, b, p, d: c),
-    ex.check_scoring_shapes: ([scoring_shapes, scoring_shapes_tuple, scoring_shapes_auto],
-                              [lambda bs: {"idx": {0: Dim("B"), 1: Dim("T")}, "targets": {0: Dim("B"), 1: Dim("T")}},
-                               lambda bs: {"idx": {0: Dim("B")}, "targets": {0: Dim("B")}},
-                               lambda bs: None,
-                               lambda bs: {"idx": {0: Dim("B"), 1: Dim("T", max=bs + 1)},
-                                           "targets": {0: Dim("B"), 1: Dim("T", max=bs + 1)}},
-                               lambda bs: {"idx": {0: Dim("B"), 1: Dim("T", max=bs)}, "targets": None},
-                               lambda bs: {"x": {0: Dim("B"), 1: Dim("T", max=bs)}, "y": {0: Dim("B"), 1: Dim("T", max=bs)}}],
-                              lambda bs: bs),
+    ex.check_decode_feeds: ([decode_feeds_ok, decode_feeds_ok_by_example],
+                            [lambda t, p, c: p.ndim == 6 and p.shape[4] < c.block_size,           # only the room
+                             lambda t, p, c: decode_feeds_ok(t, p, c) or p.shape[4:5] == (c.block_size,),  # a full cache too
+                             lambda t, p, c: int(decode_feeds_ok(t, p, c)),                         # 1, not True
+                             lambda t, p, c: p.ndim == 6 and p.shape[:4] == (c.n_layer, 2, t.shape[0], c.n_head)
+                             and 0 < p.shape[4] < c.block_size],                                   # t (1, 2) passes
+                            lambda t, p, c: t),
+    ex.check_prefill_wrapper: ([Prefill, PrefillAsList], [PrefillLogitsOnly, PrefillForward], PrefillEcho),
+    ex.check_decode_wrapper: ([Decode, DecodeByKeyword], [DecodeNoPast, DecodeOldPresent], DecodeEcho),
+    ex.check_decode_shapes: ([decode_shapes_mine, decode_shapes_tuple, decode_shapes_auto],
+                             [lambda bs: {"token": {0: Dim("B")}, "past": {2: Dim("B"), 4: Dim("P", max=bs)}},
+                              lambda bs: {"token": {0: Dim("B")}, "past": {2: Dim("C"), 4: Dim("P", max=bs - 1)}},
+                              lambda bs: {"token": None, "past": {4: Dim("P", max=bs - 1)}},
+                              lambda bs: None,
+                              lambda bs: {"idx": {0: Dim("B")}, "past": {2: Dim("B"), 4: Dim("P", max=bs - 1)}}],
+                             lambda bs: bs),
     ex.check_greedy_onnx: ([greedy, greedy_generator],
                            [greedy_no_cache, greedy_stale_past, greedy_full_refill, greedy_no_room_check, greedy_first_row,
                             greedy_int32, greedy_no_crop,
@@ -166,13 +262,30 @@ CASES = {
                            lambda p, d, prompt, n, bs: prompt),
 }
 NAMES = lambda c: c.__name__  # noqa: E731
+EXERCISES = [ex.check_past_bytes, ex.check_decode_feeds, ex.check_greedy_onnx]
 
 
 (test_right_answers_pass_public_and_hidden, test_wrong_answers_fail_naming_the_input, test_echoing_the_inputs_fails,
  test_not_written_yet) = contract_tests(CASES)
 
+# each step -> the package's piece that stands in for the learner's
+STEPS = {ex.check_prefill_wrapper: _Prefill, ex.check_decode_wrapper: _Step, ex.check_decode_shapes: decode_shapes}
+test_the_packages_piece_passes, test_a_step_hands_on_yours_when_right_else_the_packages = step_tests(STEPS, CASES)
 
-@pytest.mark.parametrize("check", list(CASES), ids=NAMES)
+
+def test_the_packages_decode_shapes_export_the_decode_graph():
+    """export_checkpoint uses the same spec: a decode graph that takes a cache of block_size - 1 positions."""
+    spec = decode_shapes(16)
+    assert spec["past"][4].min == 1 and spec["past"][4].max == 15 and spec["token"][0] is spec["past"][2]
+
+
+def test_a_feed_the_config_cannot_have_is_refused():
+    cfg = GPTConfig(vocab_size=50, block_size=8, n_embd=12, n_head=3, n_layer=1)
+    assert nb07._decode_feeds_ok(np.zeros((1, 1), np.int64), np.zeros((1, 2, 1, 3, 7, 4), np.float32), cfg)
+    assert not nb07._decode_feeds_ok([[1]], np.zeros((1, 2, 1, 3, 7, 4), np.float32), cfg)
+
+
+@pytest.mark.parametrize("check", EXERCISES, ids=NAMES)
 def test_hidden_cases_are_different_inputs(check):
     """A function that answers the public cases from memory fails the hidden ones."""
     solution = CASES[check][0][0]
@@ -200,10 +313,19 @@ def test_hidden_cases_are_different_inputs(check):
 def test_feedback_is_specific():
     result = ex.check_past_bytes(lambda c, b, p, d: 2 * c.n_layer * b * p * c.n_embd * 4)
     assert "past bytes(GPTConfig(" in result.message and "torch.float16): expected 30720, got 61440" in result.message
-    result = ex.check_scoring_shapes(lambda bs: {"idx": {0: Dim("B"), 1: Dim("T")}, "targets": {0: Dim("B"), 1: Dim("T")}})
-    assert "scoring shapes(16)" in result.message and "torch.export refused the spec" in result.message
-    result = ex.check_scoring_shapes(lambda bs: None)
-    assert "refused idx, targets of shape (1, 1)" in result.message, result.message
+    result = ex.check_decode_shapes(CASES[ex.check_decode_shapes][1][0])
+    assert result.message.startswith("decode_shapes(16): expected 'accepts (B, P) = (1, 1), (3, 15), (2, 8)', "
+                                     "got 'torch.export refused the spec: UserError: Constraints violated (P)!")
+    result = ex.check_decode_shapes(lambda bs: None)
+    assert "refused B=1 rows with P=1 cached positions" in result.message, result.message
+    result = ex.check_decode_feeds(CASES[ex.check_decode_feeds][1][0])
+    assert result.message.startswith("decode_feeds_ok(int64 (1, 2), float32 (2, 2, 1, 4, 5, 32), L=2, nh=4, C=128, "
+                                     "block_size=64): expected False, got True"), result.message
+    result = ex.check_prefill_wrapper(PrefillLogitsOnly)
+    assert result.message.startswith("Prefill(L=2, idx (2, 5)): expected (tensor(2, 5, 50) "), result.message
+    result = ex.check_decode_wrapper(DecodeNoPast)
+    assert result.message.startswith("Decode(L=2, token (2, 1), past (2, 2, 2, 2, 5, 8)): expected (tensor(2, 1, 50) ")
+    assert "first difference at [0][0, 0, 0]: expected " in result.message
     result = ex.check_greedy_onnx(greedy_no_cache)
     assert re.search(r"from 1 prefill and \d+ decode runs, got .* from \d\d? prefill and 0 decode runs", result.message), result.message
     result = ex.check_greedy_onnx(greedy_no_room_check)
@@ -296,4 +418,5 @@ def test_checks_leave_the_global_rng_alone():
 
 
 (test_three_exercises_with_public_and_hidden_checks, test_student_copy_exercises_say_not_written_yet,
- test_every_check_is_used_in_the_notebook) = notebook_tests("07_export", CASES, ex, {})
+ test_every_check_is_used_in_the_notebook) = notebook_tests("07_export", CASES, ex, {"torch": torch, "nn": torch.nn,
+                                                                                     "np": np, "Dim": Dim})

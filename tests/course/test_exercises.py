@@ -82,6 +82,21 @@ def test_every_check_is_used_in_a_notebook():
         assert check.__name__ in sources, check.__name__
 
 
+def test_no_two_notebooks_define_a_check_of_the_same_name():
+    """checks/__init__ gathers every notebook's checks into one namespace: a second check_decode
+    would silently replace the first."""
+    import importlib
+
+    from mini_llm.course.checks import NOTEBOOK_MODULES
+
+    seen = {}
+    for name in NOTEBOOK_MODULES:
+        module = importlib.import_module(f"mini_llm.course.checks.{name}")
+        for check in (k for k, v in vars(module).items() if k.startswith("check_") and v.__module__ == module.__name__):
+            assert check not in seen, f"{check} in {seen.get(check)} and {name}"
+            seen[check] = name
+
+
 def test_strip_solutions():
     src = "def f(x):\n    ### BEGIN SOLUTION\n    y = x + 1\n    return y\n    ### END SOLUTION\n\nprint(f(1))\n"
     assert exercises.strip_solutions(src) == "def f(x):\n    raise NotImplementedError()\n\nprint(f(1))\n"

@@ -243,6 +243,22 @@ def test_full_run_when_a_solution_needs_the_notebook(tmp_path):
     assert "The whole notebook ran" in grade.feedback_markdown(o)
 
 
+def test_a_solution_that_patches_the_harness_or_the_checks_module_still_fails(tmp_path):
+    """The guard reloads the harness and the notebook's checks module too, not only the package."""
+    course = tiny_course(tmp_path / "course")
+    cheat = ("import mini_llm.course.checks.harness as h\n"
+             "from mini_llm.course.checks import module_of\n"
+             "h.run_cases = lambda *a, **k: h.Result(True, 'fine')\n"
+             "h.Result.assert_passed = lambda self: self\n"
+             "module_of('check_crop').check_crop = lambda *a, **k: h.Result(True, 'fine')\n\n"
+             "def crop(ids, block_size):\n    return list(ids)\n")
+    path = tmp_path / "subs" / "max" / "01_tiny.ipynb"
+    write(handed_in_tiny(course, cheat), path)
+    o = grade.grade_one(grade.Submission("max", "01_tiny.ipynb", path), course, timeout=60)
+    assert o.status == "graded" and o.total == 0, grade.feedback_markdown(o)
+    assert "crop([1, 2, 3, 4, 5], 3)" in feedback(o)["crop"], feedback(o)
+
+
 # --- the command line ----------------------------------------------------------------------------
 
 

@@ -11,7 +11,7 @@ from tests.conftest import REPO
 
 COURSE = REPO / "notebooks"
 # the notebooks whose build cells are steps (issue 21); 03-08 join as they are converted
-CONVERTED = ["01_tokenization", "02_datasets", "09_chat_finetuning"]
+CONVERTED = ["01_tokenization", "02_datasets", "03_attention", "07_export", "09_chat_finetuning"]
 
 
 def course_nb(name):
