@@ -13,7 +13,8 @@ NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 def test_the_course_is_all_there():
     names = [p.stem for p in NOTEBOOKS]
     assert names == ["01_tokenization", "02_datasets", "03_attention", "04_minigpt", "05_training",
-                     "06_sampling_and_chat", "07_export", "08_modern_gpt", "10_gpt2_and_transformers"]
+                     "06_sampling_and_chat", "07_export", "08_modern_gpt", "09_chat_finetuning",
+                     "10_gpt2_and_transformers"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

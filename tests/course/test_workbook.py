@@ -12,7 +12,7 @@ from tests.conftest import REPO
 COURSE = REPO / "notebooks"
 # the notebooks whose build cells are steps (issue 21); 03-08 join as they are converted
 CONVERTED = ["01_tokenization", "02_datasets", "03_attention", "04_minigpt", "05_training", "06_sampling_and_chat",
-             "07_export", "08_modern_gpt", "10_gpt2_and_transformers"]
+             "07_export", "08_modern_gpt", "09_chat_finetuning", "10_gpt2_and_transformers"]
 
 
 def course_nb(name):

@@ -12,7 +12,8 @@ import importlib
 from mini_llm.course.checks.harness import Result  # noqa: F401  (the type every check returns)
 
 NOTEBOOK_MODULES = ("nb01_tokenization", "nb02_datasets", "nb03_attention", "nb04_minigpt", "nb05_training",
-                    "nb06_sampling_and_chat", "nb07_export", "nb08_modern_gpt", "nb10_gpt2_and_transformers")
+                    "nb06_sampling_and_chat", "nb07_export", "nb08_modern_gpt", "nb09_chat_finetuning",
+                    "nb10_gpt2_and_transformers")
 
 
 def _notebook_checks() -> dict:
