@@ -357,7 +357,7 @@ CASES = {
                     lambda x, p, base=1e4: x),
     ex.check_rope_attention: ([RopeAttention, RopeAttentionSDPA, NormAfterRope],
                               [NoQKNorm, NoRope, RopeOnValues, SeparateProjections], SeparateProjections),
-    ex.check_mlp: ([MyMLP, MLPByHand], [ExactGELU, UpThenGate, ReLUOnly], nn.Identity),
+    ex.check_mlp_options: ([MyMLP, MLPByHand], [ExactGELU, UpThenGate, ReLUOnly], nn.Identity),
     ex.check_newton_schulz: ([newton_schulz5, newton_schulz_other_side],
                              [newton_schulz_spectral, newton_schulz_cubic, lambda G, steps=5: newton_schulz5(G, max(steps - 1, 0)),
                               lambda G, steps=5: newton_schulz5(G, steps) * G.norm()],
@@ -387,7 +387,7 @@ CASES = {
 
 # each step -> the package's piece that stands in for the learner's
 STEPS = {ex.check_rms_norm: nb08.rms_norm, ex.check_rope: rotary, ex.check_rope_attention: nb08.PackageRopeAttention,
-         ex.check_mlp: MLP, ex.check_newton_schulz: nb08.newton_schulz5, ex.check_muon_step: nb08.muon_step}
+         ex.check_mlp_options: MLP, ex.check_newton_schulz: nb08.newton_schulz5, ex.check_muon_step: nb08.muon_step}
 test_the_packages_piece_passes, test_a_step_hands_on_yours_when_right_else_the_packages = step_tests(STEPS, CASES)
 
 
@@ -436,7 +436,7 @@ def test_the_first_difference_is_named():
 def test_feedback_is_specific():
     result = ex.check_rope_attention(SeparateProjections)
     assert "raised RuntimeError: your RopeAttention could not load the package's weights" in result.message, result.message
-    result = ex.check_mlp(lambda config: nn.Identity())
+    result = ex.check_mlp_options(lambda config: nn.Identity())
     assert "raised RuntimeError: your MyMLP could not load the package's weights" in result.message, result.message
     result = ex.check_rms_norm(lambda x, weight=None, eps=EPS: None)
     assert "got None" in result.message

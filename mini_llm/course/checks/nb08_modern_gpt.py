@@ -209,7 +209,7 @@ def check_rope_attention(cls, hidden: bool = False) -> Result:
 # --- step 4: the MLP ----------------------------------------------------------------------------
 
 
-def check_mlp(cls, hidden: bool = False) -> Result:
+def check_mlp_options(cls, hidden: bool = False) -> Result:
     """Step: cls(config) with `c_fc` (C -> H, or C -> 2H for SwiGLU: the gate's H outputs first, then
     the up path's) and `c_proj` (H -> C), H = config.mlp_hidden; forward(x) with GELU (tanh form),
     ReLU² or SwiGLU as config.mlp says: the package's MLP with its weights, within 1e-5."""
