@@ -244,18 +244,24 @@ def _loop_cases():
     return cases, hidden
 
 
+def _check_loop(name: str, fn, package, mode: str, hint: str, hidden: bool) -> Result:
+    """A generation loop's proof: the tokens of generate_ids in `mode` ("exact" or "cached") from the
+    same cases, the loop driven by the package's draw."""
+    with _one_thread():
+        cases, hidden_cases = _loop_cases()
+        return step(name, fn, package, run_cases(
+            name, _run_loop(fn, mode), [((spec,), want[mode]) for spec, want in cases], hint, lambda g, w: g == w,
+            hidden_cases=[((spec,), want[mode]) for spec, want in hidden_cases], hidden=hidden))
+
+
 def check_generate_uncached(fn, hidden: bool = False) -> Result:
     """Step: fn(model, ids, max_new_tokens, sample) -> the new ids: each step the model on the last
     block_size tokens of the context, then sample(logits of the last position) -> the next id; the
     same tokens as generate_ids(mode="exact") when sample draws as the package does."""
-    with _one_thread():
-        cases, hidden_cases = _loop_cases()
-        return step("generate_uncached", fn, generate_uncached, run_cases(
-            "generate_uncached", _run_loop(fn, "exact"), [((spec,), want["exact"]) for spec, want in cases],
-            "start from list(ids); each step: window = the last block_size tokens of the context (all of them while "
-            "there are fewer), logits = model(torch.tensor([window]), last_only=True)[0][0, -1], token = "
-            "sample(logits), append it; return only the new tokens.", lambda g, w: g == w,
-            hidden_cases=[((spec,), want["exact"]) for spec, want in hidden_cases], hidden=hidden))
+    return _check_loop("generate_uncached", fn, generate_uncached, "exact",
+                       "start from list(ids); each step: window = the last block_size tokens of the context (all of "
+                       "them while there are fewer), logits = model(torch.tensor([window]), last_only=True)[0][0, -1], "
+                       "token = sample(logits), append it; return only the new tokens.", hidden)
 
 
 def check_generate_cached(fn, hidden: bool = False) -> Result:
@@ -263,14 +269,11 @@ def check_generate_cached(fn, hidden: bool = False) -> Result:
     tokens, then one token per step; when the cache is full, prefill the last block_size // 2
     tokens of the context again; the same tokens as generate_ids (cached) when sample draws as the
     package does."""
-    with _one_thread():
-        cases, hidden_cases = _loop_cases()
-        return step("generate_cached", fn, generate_cached, run_cases(
-            "generate_cached", _run_loop(fn, "cached"), [((spec,), want["cached"]) for spec, want in cases],
-            "prefill: cache.reset(), then model(torch.tensor([context[-block_size:]]), cache=cache, last_only=True); "
-            "after each sampled token: while cache.pos < block_size run the model on [[token]] with the cache, else "
-            "prefill context[-(block_size // 2):] again. Sample once per new token.", lambda g, w: g == w,
-            hidden_cases=[((spec,), want["cached"]) for spec, want in hidden_cases], hidden=hidden))
+    return _check_loop("generate_cached", fn, generate_cached, "cached",
+                       "prefill: cache.reset(), then model(torch.tensor([context[-block_size:]]), cache=cache, "
+                       "last_only=True); after each sampled token: while cache.pos < block_size run the model on "
+                       "[[token]] with the cache, else prefill context[-(block_size // 2):] again. Sample once per "
+                       "new token.", hidden)
 
 
 class Bytes:

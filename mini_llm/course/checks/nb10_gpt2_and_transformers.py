@@ -127,6 +127,12 @@ def _sizes(config: GPTConfig) -> str:
             f"V={config.vocab_size}" + ("" if config.tie_head else ", untied head"))
 
 
+def _on_copies(fn):
+    """fn called on copies of a case's state dict and config (the labels' values): a conversion
+    that changes its input in place cannot change the case; its answer as a plain dict."""
+    return lambda state, config: _state(fn(copy.deepcopy(state.value), copy.deepcopy(config.value)))
+
+
 def _state(got) -> dict:
     if not isinstance(got, Mapping):
         raise TypeError(f"return a dict of tensors (name -> tensor), got {type(got).__name__}")
@@ -198,11 +204,8 @@ def check_gpt2_weights(fn, hidden: bool = False) -> Result:
     cases = [_weight_case(i, **s) for i, s in enumerate(WEIGHT_SIZES)]
     hidden_cases = [_weight_case(10 + i, **s) for i, s in enumerate(HIDDEN_WEIGHT_SIZES)]
 
-    def call(state, config):
-        return _state(fn(copy.deepcopy(state.value), copy.deepcopy(config.value)))
-
     return step("gpt2_to_minigpt", fn, gpt2_to_minigpt, run_cases(
-        "gpt2_to_minigpt", call, cases,
+        "gpt2_to_minigpt", _on_copies(fn), cases,
         "drop the 'transformer.' prefix, 'h.{i}.' becomes 'blocks.{i}.', every other name stays; the weights of "
         "GPT-2's Conv1D layers (attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj) are stored (in, out): transpose "
         "them to nn.Linear's (out, in); biases, LayerNorms and embeddings stay as they are; lm_head.weight is "
@@ -237,11 +240,8 @@ def check_minigpt_to_gpt2(fn, hidden: bool = False) -> Result:
     cases = [_reverse_case(i, **s) for i, s in enumerate(REVERSE_SIZES)]
     hidden_cases = [_reverse_case(20 + i, **s) for i, s in enumerate(HIDDEN_REVERSE_SIZES)]
 
-    def call(state, config):
-        return _state(fn(copy.deepcopy(state.value), copy.deepcopy(config.value)))
-
     return step("minigpt_to_gpt2", fn, minigpt_to_gpt2, run_cases(
-        "minigpt_to_gpt2", call, cases,
+        "minigpt_to_gpt2", _on_copies(fn), cases,
         "step 2 backwards: 'blocks.{i}.' becomes 'transformer.h.{i}.', the embeddings and ln_f go under "
         "'transformer.', lm_head.weight stays lm_head.weight; transpose the weights of attn.c_attn, attn.c_proj, "
         "mlp.c_fc and mlp.c_proj to Conv1D's (in, out).",
