@@ -16,12 +16,15 @@ of the hidden states x and of the head's weight; only those two gradients are ke
 
 The same FLOPs as the plain path, less memory traffic. It matches `F.cross_entropy`'s mean over
 the targets that are not `ignore_index` (-100, what supervised fine-tuning uses to mask the
-prompt) up to float rounding, not bit for bit, so the plain path stays the default where exact
-proofs need it (notebook 05: your loop is `train()`). `MiniGPT.forward(..., head_chunk=N)` uses
-it; under autocast the matmuls run in bf16 like the plain head's, the softmax in fp32.
+prompt) up to float rounding, not bit for bit: `train()` uses it by default (`head_chunk`), and a
+proof that a hand-written loop is `train()` bit for bit turns it off (notebook 05: `head_chunk=0`).
+`MiniGPT.forward(..., head_chunk=N)` uses it; under autocast the matmuls run in bf16 like the
+plain head's, the softmax in fp32.
 """
 
 import torch
+
+CHUNK_ROWS = 512  # rows per chunk: the fastest of 128/256/512/2048 measured at batch 16 (BENCHMARKS.md)
 
 
 def chunked_cross_entropy(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int,

@@ -14,7 +14,6 @@ import torch
 
 from mini_llm.paths import data_dir
 
-HEAD_CHUNK = 512  # rows of the chunked LM head in the benchmarks' variants (the best of 128/256/512/2048 measured)
 TINY_HELP = ("TinyShakespeare: `mini-llm prepare --source tinyshakespeare` downloads it to data/tinyshakespeare.txt, "
              "or give --data PATH")
 

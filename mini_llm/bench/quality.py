@@ -13,11 +13,14 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from mini_llm.bench.common import HEAD_CHUNK, TINY_HELP, machine, table, tinyshakespeare
+from mini_llm.bench.common import TINY_HELP, machine, table, tinyshakespeare
+from mini_llm.chunked_loss import CHUNK_ROWS
 from mini_llm.data import prepare_dataset
 from mini_llm.errors import UserError
 from mini_llm.train import TrainConfig, train
 
+# The default recipe before the speed levers: an fp32 step, one Newton-Schulz per matrix, the plain head.
+LEVERS_OFF = dict(precision="fp32", muon_batched=False, head_chunk=0)
 VARIANTS = {
     "default": dict(),  # what `mini-llm train` trains
     "gpt2": dict(arch="gpt2"),  # the classic model the notebooks build, with AdamW
@@ -37,20 +40,22 @@ VARIANTS = {
     "modern+muon": dict(arch="modern"),
     "modern+muon+wsd": dict(arch="modern", schedule="wsd"),
     "tuned": dict(arch="tuned"),  # rope + Muon
-    # the speed levers on the default recipe: precision, Muon's iteration, the chunked LM head
+    # the speed levers of the default recipe, each alone on top of none of them (the default until
+    # 2026-12-02), then together; "fp32" is the default on a CPU without bf16 instructions
+    "no-levers": dict(LEVERS_OFF),
+    "bf16": dict(LEVERS_OFF, precision="bf16"),  # Muon's iteration follows into bf16 ...
+    "bf16+ns-fp32": dict(LEVERS_OFF, precision="bf16", muon_ns_dtype="fp32"),  # ... unless told otherwise
+    "ns-bf16": dict(LEVERS_OFF, muon_ns_dtype="bf16"),
+    "ns3": dict(LEVERS_OFF, muon_ns_steps=3),
+    "batched": dict(LEVERS_OFF, muon_batched=True),
+    "chunked-head": dict(LEVERS_OFF, head_chunk=CHUNK_ROWS),
+    "bf16+batched+chunked": dict(precision="bf16", muon_batched=True, head_chunk=CHUNK_ROWS),
+    "bf16+batched+chunked+ns3": dict(precision="bf16", muon_batched=True, head_chunk=CHUNK_ROWS, muon_ns_steps=3),
     "fp32": dict(precision="fp32"),
-    "bf16": dict(precision="bf16"),  # Muon's iteration follows into bf16 ...
-    "bf16+ns-fp32": dict(precision="bf16", muon_ns_dtype="fp32"),  # ... unless told otherwise
-    "ns-bf16": dict(muon_ns_dtype="bf16"),
-    "ns3": dict(muon_ns_steps=3),
-    "ns4": dict(muon_ns_steps=4),
-    "batched": dict(muon_batched=True),
-    "chunked-head": dict(head_chunk=HEAD_CHUNK),
-    "fp32+chunked-head": dict(precision="fp32", head_chunk=HEAD_CHUNK),
-    "bf16+batched+chunked": dict(precision="bf16", muon_batched=True, head_chunk=HEAD_CHUNK),
-    "bf16+batched+chunked+ns3": dict(precision="bf16", muon_batched=True, head_chunk=HEAD_CHUNK, muon_ns_steps=3),
-    "gpt2+fp32": dict(arch="gpt2", precision="fp32"),
-    "gpt2+bf16+chunked": dict(arch="gpt2", precision="bf16", head_chunk=HEAD_CHUNK),
+    "plain-head": dict(head_chunk=0),
+    "unbatched": dict(muon_batched=False),
+    "gpt2+fp32": dict(LEVERS_OFF, arch="gpt2"),
+    "gpt2+bf16+chunked": dict(arch="gpt2", precision="bf16", head_chunk=CHUNK_ROWS),
 }
 
 

@@ -15,7 +15,6 @@ from pathlib import Path
 import torch
 
 from mini_llm.bench.common import (
-    HEAD_CHUNK,
     machine,
     matmul_peaks,
     median_time,
@@ -24,6 +23,7 @@ from mini_llm.bench.common import (
     table,
 )
 from mini_llm.bench.reference import ReferenceGPT, reference_optimizer
+from mini_llm.chunked_loss import CHUNK_ROWS
 from mini_llm.corpus import default_sources
 from mini_llm.data import prepare_dataset
 from mini_llm.model import GPTConfig, MiniGPT
@@ -82,38 +82,42 @@ def bench_model(device: str = "cpu", vocab_size: int = VOCAB_SIZE, batch_sizes=(
 
 
 # Our side of the step benchmark: TrainConfig overrides (model options, optimizer, precision, head,
-# Muon's iteration), and whether to torch.compile the model. The first rows are fp32, as they were
-# measured before precision was a choice; then each speed lever alone, then together.
-FP32 = dict(precision="fp32")
+# Muon's iteration), and whether to torch.compile the model. The first rows are as the steps were
+# measured before the speed levers (fp32, plain head, one Newton-Schulz per matrix); then each
+# lever alone, then together, then the default.
+PLAIN = dict(precision="fp32", head_chunk=0, muon_batched=False)
 STEP_VARIANTS = {
-    "ours gpt2": (dict(arch="gpt2", **FP32), False),
-    "ours modern": (dict(arch="modern", optimizer="adamw", **FP32), False),
-    "ours tuned (rope + muon)": (dict(arch="tuned", **FP32), False),
-    "ours gpt2 + muon": (dict(arch="gpt2", optimizer="muon", **FP32), False),
-    "ours modern + muon": (dict(arch="modern", optimizer="muon", **FP32), False),
-    "ours gpt2 + compile": (dict(arch="gpt2", **FP32), True),
-    "ours modern + compile": (dict(arch="modern", optimizer="adamw", **FP32), True),
-    "ours tuned + compile": (dict(arch="tuned", **FP32), True),
+    "ours gpt2": (dict(arch="gpt2", **PLAIN), False),
+    "ours modern": (dict(arch="modern", optimizer="adamw", **PLAIN), False),
+    "ours tuned (rope + muon)": (dict(arch="tuned", **PLAIN), False),
+    "ours gpt2 + muon": (dict(arch="gpt2", optimizer="muon", **PLAIN), False),
+    "ours modern + muon": (dict(arch="modern", optimizer="muon", **PLAIN), False),
+    "ours gpt2 + compile": (dict(arch="gpt2", **PLAIN), True),
+    "ours modern + compile": (dict(arch="modern", optimizer="adamw", **PLAIN), True),
+    "ours tuned + compile": (dict(arch="tuned", **PLAIN), True),
     # bf16 autocast (Muon's iteration follows it into bf16 unless told otherwise)
-    "ours gpt2 bf16": (dict(arch="gpt2", precision="bf16"), False),
-    "ours tuned bf16 (ns fp32)": (dict(precision="bf16", muon_ns_dtype="fp32"), False),
-    "ours tuned bf16": (dict(precision="bf16"), False),
+    "ours gpt2 bf16": (dict(PLAIN, arch="gpt2", precision="bf16"), False),
+    "ours tuned bf16 (ns fp32)": (dict(PLAIN, precision="bf16", muon_ns_dtype="fp32"), False),
+    "ours tuned bf16": (dict(PLAIN, precision="bf16"), False),
     # Muon's iteration, in an fp32 step
-    "ours tuned ns 3": (dict(muon_ns_steps=3, **FP32), False),
-    "ours tuned ns bf16": (dict(muon_ns_dtype="bf16", **FP32), False),
-    "ours tuned ns batched": (dict(muon_batched=True, **FP32), False),
+    "ours tuned ns 3": (dict(PLAIN, muon_ns_steps=3), False),
+    "ours tuned ns bf16": (dict(PLAIN, muon_ns_dtype="bf16"), False),
+    "ours tuned ns batched": (dict(PLAIN, muon_batched=True), False),
     # the chunked LM head + cross-entropy
-    "ours gpt2 chunked head": (dict(arch="gpt2", head_chunk=HEAD_CHUNK, **FP32), False),
-    "ours tuned chunked head": (dict(head_chunk=HEAD_CHUNK, **FP32), False),
+    "ours gpt2 chunked head": (dict(PLAIN, arch="gpt2", head_chunk=CHUNK_ROWS), False),
+    "ours tuned chunked head": (dict(PLAIN, head_chunk=CHUNK_ROWS), False),
     # together
-    "ours gpt2 bf16 + chunked head": (dict(arch="gpt2", precision="bf16", head_chunk=HEAD_CHUNK), False),
-    "ours tuned bf16 + batched": (dict(precision="bf16", muon_batched=True), False),
-    "ours tuned bf16 + batched + chunked head": (dict(precision="bf16", muon_batched=True, head_chunk=HEAD_CHUNK),
+    "ours gpt2 bf16 + chunked head": (dict(arch="gpt2", precision="bf16", head_chunk=CHUNK_ROWS), False),
+    "ours tuned bf16 + batched": (dict(PLAIN, precision="bf16", muon_batched=True), False),
+    "ours tuned bf16 + batched + chunked head": (dict(precision="bf16", muon_batched=True, head_chunk=CHUNK_ROWS),
                                                  False),
-    "ours tuned bf16 + batched + chunked head + ns 3": (dict(precision="bf16", muon_batched=True, head_chunk=HEAD_CHUNK,
+    "ours tuned bf16 + batched + chunked head + ns 3": (dict(precision="bf16", muon_batched=True, head_chunk=CHUNK_ROWS,
                                                              muon_ns_steps=3), False),
-    "ours tuned bf16 + compile": (dict(precision="bf16"), True),
+    "ours tuned bf16 + compile": (dict(PLAIN, precision="bf16"), True),
+    "ours tuned fp32 + batched + chunked head": (dict(precision="fp32", muon_batched=True, head_chunk=CHUNK_ROWS),
+                                                 False),  # the default on a CPU without bf16 instructions
     "ours default (as mini-llm train runs it)": (dict(), False),  # precision auto: decided on this machine
+    "ours default + compile": (dict(), True),
 }
 
 
@@ -185,8 +189,8 @@ def bench_train(device: str = "cpu", vocab_size: int = VOCAB_SIZE, batch_sizes=(
     rows = []
     for batch in batch_sizes:
         cfg = TrainConfig(vocab_size=vocab, batch_size=batch, max_steps=steps + 5, eval_interval=10**9,
-                          final_eval_windows=4, device=str(device), warmup_steps=5, **FP32)
-        # the model-only step (fp32 too), in the same process, just before the loop
+                          final_eval_windows=4, device=str(device), warmup_steps=5, **PLAIN)
+        # the model-only step (the same plain fp32 step), in the same process, just before the loop
         torch.manual_seed(0)
         model = MiniGPT(cfg.model_config(vocab)).to(device)
         optimizer = configure_optimizer(model, cfg, device)

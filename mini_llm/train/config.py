@@ -11,6 +11,7 @@ the optimizer and LR that measured best with it. A value given overrides the arc
 
 from dataclasses import asdict, dataclass, fields
 
+from mini_llm.chunked_loss import CHUNK_ROWS
 from mini_llm.data import VAL_FRACTION
 from mini_llm.errors import UserError
 from mini_llm.model import ARCHS, GPTConfig
@@ -63,9 +64,10 @@ class TrainConfig(GPTConfig):
     muon_momentum: float = 0.95
     # Muon's own cost (muon.py): Newton-Schulz iterations per step, their dtype ("auto": bf16 where the
     # step runs in bf16, else fp32 on a CPU and bf16 on CUDA), one batched iteration per matrix shape
+    # (the same update up to rounding, fewer and larger matmuls: BENCHMARKS.md, issue 25's levers)
     muon_ns_steps: int = 5
     muon_ns_dtype: str = "auto"
-    muon_batched: bool = False
+    muon_batched: bool = True
     schedule: str = "cosine"  # "cosine"; or "wsd": warmup, hold the peak, decay linearly to the same floor
     decay_fraction: float = 0.2  # wsd: the last share of the run spent decaying (20%: Hagele et al. 2024)
     # when to stop: whichever comes first (none given: one epoch)
@@ -86,9 +88,9 @@ class TrainConfig(GPTConfig):
     compile: bool = False  # torch.compile the training forward/backward (needs a C++ compiler on CPU)
     # the training step: "fp32", or "bf16" autocast (fp32 weights and optimizer state; evaluation on a CPU
     # stays fp32); "auto": bf16 on CUDA and on CPUs with bf16 instructions (session.training_precision).
-    # A proof that a hand-written fp32 loop is train() (notebook 05) needs "fp32".
+    # A proof that a hand-written fp32 loop is train() bit for bit (notebook 05) needs "fp32" and head_chunk=0.
     precision: str = "auto"
-    head_chunk: int = 0  # > 0: the LM head + cross-entropy this many rows at a time (chunked_loss.py); 0: all at once
+    head_chunk: int = CHUNK_ROWS  # the LM head + cross-entropy this many rows at a time (chunked_loss.py); 0: all at once
 
     def __post_init__(self):
         if self.arch not in ARCHS:

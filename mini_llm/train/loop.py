@@ -10,10 +10,10 @@ up (new, resumed or fine-tuned); `distributed.py` makes it data-parallel under t
 The loop reads top to bottom in `_loop`: decide, set the LR, one optimizer step, log, and every
 `eval_interval` steps evaluate and save.
 
-Chat fine-tuning (`cfg.chat`) runs the same loop on packed rows of conversations whose targets
+Chat fine-tuning (`cfg.chat`) runs the same loop on rows of conversations whose targets
 outside the assistant's replies are IGNORE_INDEX, so the model's loss, and every evaluation, is
 the masked loss. It also scores the held-out conversations before the first step (the "before"
-of fine-tuning), and its samples are replies to held-out questions.
+of fine-tuning), its samples are replies to held-out questions, and its `best` is where it ends.
 """
 
 import contextlib
@@ -200,7 +200,8 @@ def _evaluate_and_save(session: Session, save_last: bool = True) -> dict:
     _write_sample(session, result["val_loss"])
     if result["val_loss"] < session.state.best_val:
         session.state.best_val = result["val_loss"]
-        _save(session, "best", {"val": result})
+        if not session.cfg.chat:  # a chat fine-tune's best is its final weights (_finish)
+            _save(session, "best", {"val": result})
     if save_last:
         _save(session, "last")
         if session.rank == 0:
@@ -221,6 +222,11 @@ def _finish(session: Session, interrupted: bool, clock: "_Clock", start_step: in
                                        session.world)
         _write_metrics(session, {"step": state.step, **final, "subset": False})  # reported, never compared with the subset
     _save(session, "last", {"val": final} if final else None)
+    if cfg.chat and not interrupted:
+        # Chat fine-tuning keeps where it ends, as supervised fine-tuning does: the held-out loss (of
+        # answers to questions it never saw) bottoms out before the end while the answers it is
+        # taught keep improving, and those are what a model this small can give (BENCHMARKS.md, chat).
+        _save(session, "best", {"val": final})
     if session.rank == 0:
         plot_if_possible(session.out)
     seconds = clock.session()
@@ -235,7 +241,8 @@ def _finish(session: Session, interrupted: bool, clock: "_Clock", start_step: in
         log(f"done: {state.step:,} steps in {seconds:.0f} s | val loss {final['val_loss']:.3f} | "
             f"perplexity {final['val_ppl']:.1f} | {final['val_nats_per_char']:.3f} nats/char on {scored}")
     out = display(session.out)
-    log(f"checkpoints: {out}/best (best val), {out}/last (for --resume)")
+    kept = "the final weights, what chat talks to" if cfg.chat else "best val"
+    log(f"checkpoints: {out}/best ({kept}), {out}/last (for --resume)")
     done = state.train_seconds
     log(f"continue training: mini-llm train --out {out} --resume --time-budget {int(done) + 600}"
         f"   (budgets count the whole run, {done:.0f} s done; the LR decays on from where it stands)")

@@ -48,7 +48,11 @@ def test_every_quality_variant_is_a_valid_change_of_the_default_recipe():
     fast = variant_config(base, "bf16+batched+chunked+ns3", 1)
     assert (fast.arch, fast.precision, fast.muon_batched, fast.head_chunk, fast.muon_ns_steps) == \
         ("tuned", "bf16", True, 512, 3)
-    assert variant_config(base, "fp32", 1).muon_ns_dtype == "auto"  # the old default: Muon's iteration in fp32 too
+    assert variant_config(base, "fp32", 1).muon_ns_dtype == "auto"  # an fp32 step: Muon's iteration in fp32 too
+    off = variant_config(base, "no-levers", 1)  # the default recipe before the levers, whatever the defaults are now
+    assert (off.precision, off.muon_batched, off.head_chunk, off.muon_ns_steps) == ("fp32", False, 0, 5)
+    alone = variant_config(base, "chunked-head", 1)  # a lever alone: the others off
+    assert (alone.precision, alone.muon_batched, alone.head_chunk) == ("fp32", False, 512)
 
 
 def _quality_args(*argv):

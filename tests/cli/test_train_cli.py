@@ -95,7 +95,9 @@ def test_the_speed_flags_set_the_fields():
         ("bf16", 512, 3, "fp32", True)
     defaults = config_from_args(p.parse_args([]))  # what `mini-llm train` runs: precision decided per machine
     assert (defaults.precision, defaults.head_chunk, defaults.muon_ns_dtype, defaults.muon_batched) == \
-        ("auto", 0, "auto", False)
+        ("auto", 512, "auto", True)
+    plain = config_from_args(p.parse_args(["--head-chunk", "0", "--no-muon-batched"]))  # each lever can be turned off
+    assert (plain.head_chunk, plain.muon_batched) == (0, False)
     with pytest.raises(SystemExit):
         p.parse_args(["--precision", "fp16"])
 

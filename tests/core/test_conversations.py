@@ -126,6 +126,11 @@ def test_prepare_chat_splits_packs_and_refuses_what_cannot_train(chat_file, chat
     assert data.prompts and all(p[-1]["role"] == "user" for p in data.prompts)
     assert torch.equal(prepare_chat([chat_file], chat_tok, 32, seed=0, log=notes.append).train.x, data.train.x)
     assert not torch.equal(prepare_chat([chat_file], chat_tok, 32, seed=1, log=notes.append).train.x, data.train.x)
+    # one conversation per row, training rows too: a reply is learned from its question, never from
+    # the conversations that happened to share its row (packed, a small model learned those instead)
+    starts = chat_tok.token_to_id(chat_format.USER)
+    assert data.meta["train_conversations"] == len(data.train.x)
+    assert all(int((row == starts).sum()) == 1 and int(row[0]) == starts for row in data.train.x)
     with pytest.raises(UserError, match="no chat tokens"):
         prepare_chat([chat_file], prepared.tokenizer, 32)
     with pytest.raises(UserError, match="no train conversation fits the context of 8 tokens"):

@@ -23,6 +23,9 @@ def test_a_chat_run_learns_to_answer_and_records_its_template(chat_run, trained_
     val = [r for r in records if "val_loss" in r]
     assert val[0]["step"] == 0 and val[-1]["step"] == 20  # the held-out masked loss before the first step ...
     assert val[-1]["val_loss"] < val[0]["val_loss"]  # ... and after
+    best, last = read_meta(chat_run / "best"), read_meta(chat_run / "last")
+    assert best["step"] == last["step"] == 20  # a chat fine-tune keeps its final weights as best, whatever the evals
+    assert torch.equal(load_checkpoint(chat_run / "best")[0].lm_head.weight, model.lm_head.weight)
     samples = [json.loads(line) for line in (chat_run / "samples.jsonl").read_text().splitlines()]
     assert {s["step"] for s in samples} == {0, 10, 20} and len(samples) == 9  # 3 held-out questions per eval
     assert all(s["messages"][-1]["role"] == "user" and isinstance(s["ended"], bool) for s in samples)

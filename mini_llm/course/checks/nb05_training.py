@@ -282,7 +282,7 @@ def _loop_config(seed: int, sizes: tuple):
     from mini_llm.train import TrainConfig
 
     return TrainConfig(arch="gpt2", lr=1e-2, warmup_steps=2, eval_windows=4, final_eval_windows=4, log_interval=1000,
-                       seed=seed, precision="fp32", **dict(LOOP_SIZES, **dict(sizes)))
+                       seed=seed, precision="fp32", head_chunk=0, **dict(LOOP_SIZES, **dict(sizes)))
 
 
 @functools.lru_cache(maxsize=8)
