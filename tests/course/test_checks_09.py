@@ -19,8 +19,8 @@ from mini_llm.course.checks import nb09_chat_finetuning as nb09
 from mini_llm.data import IGNORE_INDEX
 from tests.course.check_contract import (
     assert_checks_leave_the_global_rng_alone,
+    assert_proofs_are_portable,
     contract_tests,
-    notebook_code_cells,
     notebook_tests,
     step_tests,
 )
@@ -357,13 +357,7 @@ def test_the_checks_leave_the_global_rng_alone():
 
 
 def test_the_notebook_proves_its_equalities_and_checks_only_portable_output():
-    """The committed outputs say True for every proof, and the cells nbval compares print no
-    floating-point values that depend on the machine."""
-    checked = [c for c in notebook_code_cells(NOTEBOOK) if c.source.startswith("# NBVAL_CHECK_OUTPUT")]
-    assert len(checked) >= 8
-    text = "".join(o.get("text", "") for c in checked for o in c.outputs)
-    assert not re.search(r": False\s*(\||$)", text, re.M) and text.count("True") >= 10, text  # no proof says False
-    assert not re.search(r"\d\.\d{3,}", text), text  # no long decimals in compared output
+    assert_proofs_are_portable(NOTEBOOK, 8, 10)
 
 
 (test_three_exercises_with_public_and_hidden_checks, test_student_copy_exercises_say_not_written_yet,

@@ -7,6 +7,7 @@ Each step is compared with the package (`nn.RMSNorm` as `model.norm_layer` build
 to a stated tolerance: correct code may sum in another order than the package's."""
 
 import copy
+import functools
 import math
 
 import torch
@@ -90,16 +91,20 @@ def check_rms_norm(fn, hidden: bool = False) -> Result:
 # --- step 2: rotary positions ----------------------------------------------------------------------
 
 
+def _rope_case(reference, shape, positions, base, seed):
+    """(args, want) of a rotation check: x of `shape`, its `positions` and `base`, and `reference`'s answer."""
+    x, positions = _randn(*shape, seed=seed), torch.tensor(list(positions))
+    return ((Label(x, f"x {tuple(shape)}"), Label(positions, f"positions {short(positions.tolist(), 40)}"), base),
+            reference(x, positions, base))
+
+
 def check_rope(fn, hidden: bool = False) -> Result:
     """Step: fn(x, positions, base) -> x (..., T, hs) with each channel pair (i, i + hs/2) of
     position p turned by the angle p * base^(-2i/hs): the package's `attention.rotary`, within 1e-4
     (an angle of p radians in float32 is good to about p * 1e-7)."""
     from mini_llm.attention import rotary
 
-    def case(shape, positions, base, seed):
-        x, positions = _randn(*shape, seed=seed), torch.tensor(list(positions))
-        return ((Label(x, f"x {tuple(shape)}"), Label(positions, f"positions {short(positions.tolist(), 40)}"), base),
-                rotary(x, positions, base))
+    case = functools.partial(_rope_case, rotary)
 
     cases = [case((3, 4), [0, 1, 2], 10000.0, 0), case((2, 4, 10, 8), range(10), 10000.0, 1),
              case((4, 6), [100, 101, 102, 103], 500.0, 2)]
@@ -341,10 +346,7 @@ def check_rope_interleaved(fn, hidden: bool = False) -> Result:
         out[..., order] = rotary(x[..., order], positions, base)
         return out
 
-    def case(shape, positions, base, seed):
-        x, positions = _randn(*shape, seed=seed), torch.tensor(list(positions))
-        return ((Label(x, f"x {tuple(shape)}"), Label(positions, f"positions {positions.tolist()}"), base),
-                interleaved(x, positions, base))
+    case = functools.partial(_rope_case, interleaved)
 
     cases = [case((3, 4), [0, 1, 2], 10000.0, 0), case((2, 2, 5, 8), range(5), 10000.0, 1),
              case((4, 6), [7, 8, 9, 10], 100.0, 2)]
