@@ -14,6 +14,9 @@ import torch
 
 from mini_llm.paths import data_dir
 
+# The default recipe's step before the speed levers: fp32, the plain LM head, one Newton-Schulz
+# iteration per matrix (the step and quality benches measure each lever against it).
+LEVERS_OFF = dict(precision="fp32", head_chunk=0, muon_batched=False)
 TINY_HELP = ("TinyShakespeare: `mini-llm prepare --source tinyshakespeare` downloads it to data/tinyshakespeare.txt, "
              "or give --data PATH")
 

@@ -13,14 +13,12 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from mini_llm.bench.common import TINY_HELP, machine, table, tinyshakespeare
+from mini_llm.bench.common import LEVERS_OFF, TINY_HELP, machine, table, tinyshakespeare
 from mini_llm.chunked_loss import CHUNK_ROWS
 from mini_llm.data import prepare_dataset
 from mini_llm.errors import UserError
 from mini_llm.train import TrainConfig, train
 
-# The default recipe before the speed levers: an fp32 step, one Newton-Schulz per matrix, the plain head.
-LEVERS_OFF = dict(precision="fp32", muon_batched=False, head_chunk=0)
 VARIANTS = {
     "default": dict(),  # what `mini-llm train` trains
     "gpt2": dict(arch="gpt2"),  # the classic model the notebooks build, with AdamW

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from mini_llm.bench.common import (
+    LEVERS_OFF,
     machine,
     matmul_peaks,
     median_time,
@@ -85,35 +86,34 @@ def bench_model(device: str = "cpu", vocab_size: int = VOCAB_SIZE, batch_sizes=(
 # Muon's iteration), and whether to torch.compile the model. The first rows are as the steps were
 # measured before the speed levers (fp32, plain head, one Newton-Schulz per matrix); then each
 # lever alone, then together, then the default.
-PLAIN = dict(precision="fp32", head_chunk=0, muon_batched=False)
 STEP_VARIANTS = {
-    "ours gpt2": (dict(arch="gpt2", **PLAIN), False),
-    "ours modern": (dict(arch="modern", optimizer="adamw", **PLAIN), False),
-    "ours tuned (rope + muon)": (dict(arch="tuned", **PLAIN), False),
-    "ours gpt2 + muon": (dict(arch="gpt2", optimizer="muon", **PLAIN), False),
-    "ours modern + muon": (dict(arch="modern", optimizer="muon", **PLAIN), False),
-    "ours gpt2 + compile": (dict(arch="gpt2", **PLAIN), True),
-    "ours modern + compile": (dict(arch="modern", optimizer="adamw", **PLAIN), True),
-    "ours tuned + compile": (dict(arch="tuned", **PLAIN), True),
+    "ours gpt2": (dict(arch="gpt2", **LEVERS_OFF), False),
+    "ours modern": (dict(arch="modern", optimizer="adamw", **LEVERS_OFF), False),
+    "ours tuned (rope + muon)": (dict(arch="tuned", **LEVERS_OFF), False),
+    "ours gpt2 + muon": (dict(arch="gpt2", optimizer="muon", **LEVERS_OFF), False),
+    "ours modern + muon": (dict(arch="modern", optimizer="muon", **LEVERS_OFF), False),
+    "ours gpt2 + compile": (dict(arch="gpt2", **LEVERS_OFF), True),
+    "ours modern + compile": (dict(arch="modern", optimizer="adamw", **LEVERS_OFF), True),
+    "ours tuned + compile": (dict(arch="tuned", **LEVERS_OFF), True),
     # bf16 autocast (Muon's iteration follows it into bf16 unless told otherwise)
-    "ours gpt2 bf16": (dict(PLAIN, arch="gpt2", precision="bf16"), False),
-    "ours tuned bf16 (ns fp32)": (dict(PLAIN, precision="bf16", muon_ns_dtype="fp32"), False),
-    "ours tuned bf16": (dict(PLAIN, precision="bf16"), False),
+    "ours gpt2 bf16": (dict(LEVERS_OFF, arch="gpt2", precision="bf16"), False),
+    "ours tuned bf16 (ns fp32)": (dict(LEVERS_OFF, precision="bf16", muon_ns_dtype="fp32"), False),
+    "ours tuned bf16": (dict(LEVERS_OFF, precision="bf16"), False),
     # Muon's iteration, in an fp32 step
-    "ours tuned ns 3": (dict(PLAIN, muon_ns_steps=3), False),
-    "ours tuned ns bf16": (dict(PLAIN, muon_ns_dtype="bf16"), False),
-    "ours tuned ns batched": (dict(PLAIN, muon_batched=True), False),
+    "ours tuned ns 3": (dict(LEVERS_OFF, muon_ns_steps=3), False),
+    "ours tuned ns bf16": (dict(LEVERS_OFF, muon_ns_dtype="bf16"), False),
+    "ours tuned ns batched": (dict(LEVERS_OFF, muon_batched=True), False),
     # the chunked LM head + cross-entropy
-    "ours gpt2 chunked head": (dict(PLAIN, arch="gpt2", head_chunk=CHUNK_ROWS), False),
-    "ours tuned chunked head": (dict(PLAIN, head_chunk=CHUNK_ROWS), False),
+    "ours gpt2 chunked head": (dict(LEVERS_OFF, arch="gpt2", head_chunk=CHUNK_ROWS), False),
+    "ours tuned chunked head": (dict(LEVERS_OFF, head_chunk=CHUNK_ROWS), False),
     # together
     "ours gpt2 bf16 + chunked head": (dict(arch="gpt2", precision="bf16", head_chunk=CHUNK_ROWS), False),
-    "ours tuned bf16 + batched": (dict(PLAIN, precision="bf16", muon_batched=True), False),
+    "ours tuned bf16 + batched": (dict(LEVERS_OFF, precision="bf16", muon_batched=True), False),
     "ours tuned bf16 + batched + chunked head": (dict(precision="bf16", muon_batched=True, head_chunk=CHUNK_ROWS),
                                                  False),
     "ours tuned bf16 + batched + chunked head + ns 3": (dict(precision="bf16", muon_batched=True, head_chunk=CHUNK_ROWS,
                                                              muon_ns_steps=3), False),
-    "ours tuned bf16 + compile": (dict(PLAIN, precision="bf16"), True),
+    "ours tuned bf16 + compile": (dict(LEVERS_OFF, precision="bf16"), True),
     "ours tuned fp32 + batched + chunked head": (dict(precision="fp32", muon_batched=True, head_chunk=CHUNK_ROWS),
                                                  False),  # the default on a CPU without bf16 instructions
     "ours default (as mini-llm train runs it)": (dict(), False),  # precision auto: decided on this machine
@@ -189,7 +189,7 @@ def bench_train(device: str = "cpu", vocab_size: int = VOCAB_SIZE, batch_sizes=(
     rows = []
     for batch in batch_sizes:
         cfg = TrainConfig(vocab_size=vocab, batch_size=batch, max_steps=steps + 5, eval_interval=10**9,
-                          final_eval_windows=4, device=str(device), warmup_steps=5, **PLAIN)
+                          final_eval_windows=4, device=str(device), warmup_steps=5, **LEVERS_OFF)
         # the model-only step (the same plain fp32 step), in the same process, just before the loop
         torch.manual_seed(0)
         model = MiniGPT(cfg.model_config(vocab)).to(device)
